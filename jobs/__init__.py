@@ -1,0 +1,1 @@
+"""Jobs: datasets, job submission and execution, outputs."""

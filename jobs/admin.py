@@ -1,0 +1,118 @@
+"""The operators' view: jobs, datasets and outputs, with cancel and requeue."""
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from . import services
+from .models import Dataset, Job, JobInput, Output
+
+
+class JobInputInline(admin.TabularInline):
+    model = JobInput
+    extra = 0
+    can_delete = False
+    readonly_fields = ["name", "position", "dataset"]
+
+
+class OutputInline(admin.TabularInline):
+    model = Output
+    extra = 0
+    can_delete = False
+    readonly_fields = ["path", "role", "media_type", "size", "sha256"]
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "workflow",
+        "name",
+        "owner",
+        "state",
+        "progress_bar",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["state", "workflow", "submitted_at", "finished_at"]
+    search_fields = ["id", "name", "owner__username", "error_message"]
+    date_hierarchy = "submitted_at"
+    list_select_related = ["owner"]
+    readonly_fields = [f.name for f in Job._meta.fields] + ["progress_bar"]
+    inlines = [JobInputInline, OutputInline]
+    actions = ["cancel_jobs", "requeue_jobs"]
+
+    def has_add_permission(self, request):
+        return False  # jobs are submitted through the API, where they are validated
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: Job):
+        percent = 100 * job.rules_done // job.rules_total if job.rules_total else 0
+        return format_html(
+            '<progress value="{}" max="100" title="{} of {} rules">{}%</progress> {}/{}',
+            percent,
+            job.rules_done,
+            job.rules_total,
+            percent,
+            job.rules_done,
+            job.rules_total,
+        )
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel_jobs(self, request, queryset):
+        self._apply(request, queryset, services.job_cancel, "canceled")
+
+    @admin.action(description="Requeue the selected jobs")
+    def requeue_jobs(self, request, queryset):
+        self._apply(request, queryset, services.job_requeue, "requeued")
+
+    def delete_model(self, request, obj):
+        services.job_delete(job=obj)
+
+    def delete_queryset(self, request, queryset):
+        self._apply(request, queryset, services.job_delete, "deleted")
+
+    def _apply(self, request, queryset, service, verb: str) -> None:
+        done, refused = 0, []
+        for job in queryset:
+            try:
+                service(job=job)
+                done += 1
+            except services.Conflict as exc:
+                refused.append(f"{job.id}: {exc}")
+        if done:
+            self.message_user(request, f"{done} job(s) {verb}.", messages.SUCCESS)
+        for line in refused:
+            self.message_user(request, line, messages.WARNING)
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "owner", "format", "size", "created"]
+    list_filter = ["format", "created"]
+    search_fields = ["id", "name", "original_name", "owner__username", "sha256"]
+    readonly_fields = ["id", "path", "size", "sha256", "format", "original_name", "created"]
+
+    def has_add_permission(self, request):
+        return False  # uploads go through the API, which stores and checks the file
+
+    def delete_model(self, request, obj):
+        services.dataset_delete(dataset=obj)
+
+    def delete_queryset(self, request, queryset):
+        for dataset in queryset:
+            try:
+                services.dataset_delete(dataset=dataset)
+            except services.Conflict as exc:
+                self.message_user(request, f"{dataset.id}: {exc}", messages.WARNING)
+
+
+@admin.register(Output)
+class OutputAdmin(admin.ModelAdmin):
+    list_display = ["path", "job", "role", "media_type", "size"]
+    list_filter = ["role", "media_type"]
+    search_fields = ["path", "job__id", "sha256"]
+    readonly_fields = ["job", "path", "role", "media_type", "size", "sha256"]
+
+    def has_add_permission(self, request):
+        return False

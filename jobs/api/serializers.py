@@ -1,0 +1,175 @@
+"""Serializers: output shapes, and the small input shapes the views read."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from ..models import Dataset, Job, Output
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="dataset-detail")
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id",
+            "url",
+            "name",
+            "original_name",
+            "format",
+            "size",
+            "sha256",
+            "owner",
+            "created",
+        ]
+        read_only_fields = fields
+
+
+class DatasetUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="The file to upload.")
+    name = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="Defaults to the file name."
+    )
+
+
+class ProgressSerializer(serializers.Serializer):
+    total = serializers.IntegerField(source="rules_total")
+    waiting = serializers.IntegerField(source="rules_waiting")
+    running = serializers.IntegerField(source="rules_running")
+    done = serializers.IntegerField(source="rules_done")
+    failed = serializers.IntegerField(source="rules_failed")
+    percent = serializers.SerializerMethodField()
+
+    def get_percent(self, job: Job) -> float:
+        if not job.rules_total:
+            return 100.0 if job.state == "COMPLETE" else 0.0
+        return round(100.0 * job.rules_done / job.rules_total, 1)
+
+
+class JobSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="job-detail")
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+    progress = ProgressSerializer(source="*", read_only=True)
+    error = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "url",
+            "workflow",
+            "name",
+            "tags",
+            "state",
+            "stage",
+            "progress",
+            "error",
+            "owner",
+            "submitted_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "attempts",
+            "request",
+            "links",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    )
+    def get_error(self, job: Job) -> dict | None:
+        if not job.error_code and not job.error_message:
+            return None
+        return {"code": job.error_code, "message": job.error_message}
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+    def get_links(self, job: Job) -> dict[str, str]:
+        request = self.context.get("request")
+        kwargs = {"pk": job.pk}
+        return {
+            name: reverse(f"job-{name}", kwargs=kwargs, request=request)
+            for name in ("cancel", "tasks", "outputs", "package")
+        }
+
+
+class JobRequestSerializer(serializers.Serializer):
+    """The job request (documentation only: the workflow's JSON Schema validates it)."""
+
+    workflow = serializers.CharField(help_text="A name from /api/v1/workflows/.")
+    name = serializers.CharField(required=False, max_length=200)
+    inputs = serializers.DictField(
+        required=False, help_text="Input name to dataset id (or list of ids)."
+    )
+    params = serializers.DictField(required=False, help_text="As the workflow's schema says.")
+    tags = serializers.DictField(child=serializers.CharField(), required=False)
+
+
+class OutputSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Output
+        fields = ["path", "role", "media_type", "size", "sha256", "url"]
+        read_only_fields = fields
+
+    def get_url(self, output: Output) -> str:
+        return reverse(
+            "job-output-file",
+            kwargs={"pk": output.job_id, "path": output.path},
+            request=self.context.get("request"),
+        )
+
+
+class WorkflowSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    url = serializers.SerializerMethodField()
+    inputs = serializers.SerializerMethodField()
+    schema = serializers.SerializerMethodField()
+    example = serializers.JSONField()
+
+    def get_url(self, workflow) -> str:
+        return reverse(
+            "workflow-detail", kwargs={"pk": workflow.name}, request=self.context.get("request")
+        )
+
+    @extend_schema_field({"type": "object"})
+    def get_inputs(self, workflow) -> dict:
+        return {
+            name: {
+                "formats": list(spec.formats),
+                "many": spec.many,
+                "required": spec.required,
+                "description": spec.description,
+            }
+            for name, spec in workflow.dataset_inputs.items()
+        }
+
+    @extend_schema_field({"type": "object"})
+    def get_schema(self, workflow) -> dict:
+        return workflow.request_schema()
+
+
+class TaskSerializer(serializers.Serializer):
+    """One makeflow rule of a job, read from makeflow's own logs."""
+
+    stage = serializers.CharField()
+    rule = serializers.CharField(help_text="The rule's id within its stage.")
+    command = serializers.CharField()
+    state = serializers.ChoiceField(choices=["waiting", "running", "complete", "failed", "aborted"])
+    exit_code = serializers.IntegerField(allow_null=True)
+    host = serializers.CharField(allow_blank=True)
+    attempts = serializers.IntegerField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    stdout = serializers.CharField(allow_blank=True, help_text="The last 4 KB of standard output.")
+    stderr = serializers.CharField(allow_blank=True, help_text="The last 4 KB of standard error.")

@@ -1,0 +1,16 @@
+"""Routes of /api/v1/."""
+
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from .views import DatasetViewSet, JobViewSet, ServiceInfoView, WorkflowViewSet
+
+router = DefaultRouter()
+router.register("jobs", JobViewSet, basename="job")
+router.register("datasets", DatasetViewSet, basename="dataset")
+router.register("workflows", WorkflowViewSet, basename="workflow")
+
+urlpatterns = [
+    path("service-info/", ServiceInfoView.as_view(), name="service-info"),
+    *router.urls,
+]

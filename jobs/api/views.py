@@ -1,0 +1,242 @@
+"""Thin views: parse, call a service, serialize."""
+
+import platform
+
+import django
+import django_filters
+from django.db import connection
+from django.http import FileResponse, Http404, JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, parsers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
+from rest_framework.views import APIView
+
+import lmweb
+import translators
+
+from .. import services
+from ..models import Dataset, Job, Output, State
+from .errors import PayloadTooLarge
+from .serializers import (
+    DatasetSerializer,
+    DatasetUploadSerializer,
+    JobRequestSerializer,
+    JobSerializer,
+    OutputSerializer,
+    TaskSerializer,
+    WorkflowSerializer,
+)
+
+
+class DatasetFilter(django_filters.FilterSet):
+    # Not "format": DRF reads ?format= as the response format.
+    file_format = django_filters.MultipleChoiceFilter(
+        field_name="format", choices=Dataset.Format.choices
+    )
+    created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
+
+    class Meta:
+        model = Dataset
+        fields = []
+
+
+class DatasetViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Input files: upload once (multipart), then name them by id in job requests."""
+
+    serializer_class = DatasetSerializer
+    parser_classes = [parsers.MultiPartParser, parsers.FormParser]
+    filterset_class = DatasetFilter
+
+    def get_queryset(self):
+        return services.visible_datasets(self.request.user).select_related("owner")
+
+    @extend_schema(request=DatasetUploadSerializer, responses={201: DatasetSerializer})
+    def create(self, request, *args, **kwargs):
+        from django.conf import settings
+
+        # Refuse before the body is read when the client says how big it is.
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > settings.UPLOAD_MAX_BYTES + 64 * 1024:
+            raise PayloadTooLarge(f"uploads are limited to {settings.UPLOAD_MAX_BYTES} bytes")
+        upload = DatasetUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        dataset = services.dataset_create(
+            owner=request.user,
+            upload=upload.validated_data["file"],
+            name=upload.validated_data.get("name", ""),
+        )
+        body = self.get_serializer(dataset).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+
+    def perform_destroy(self, instance):
+        services.dataset_delete(dataset=instance)
+
+
+class JobFilter(django_filters.FilterSet):
+    state = django_filters.MultipleChoiceFilter(choices=State.choices)
+    workflow = django_filters.CharFilter()
+    submitted_after = django_filters.IsoDateTimeFilter(field_name="submitted_at", lookup_expr="gte")
+    submitted_before = django_filters.IsoDateTimeFilter(field_name="submitted_at", lookup_expr="lt")
+    finished_after = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
+    finished_before = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="lt")
+
+    class Meta:
+        model = Job
+        fields = ["state", "workflow"]
+
+
+class JobViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Jobs: submit a request, follow its state, cancel it, fetch its results."""
+
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+
+    def get_queryset(self):
+        return services.visible_jobs(self.request.user).select_related("owner")
+
+    def get_throttles(self):
+        if self.action == "create":
+            self.throttle_scope = "submit"
+            return [UserRateThrottle(), ScopedRateThrottle()]
+        return super().get_throttles()
+
+    @extend_schema(request=JobRequestSerializer, responses={201: JobSerializer})
+    def create(self, request, *args, **kwargs):
+        job = services.job_submit(owner=request.user, payload=request.data)
+        body = self.get_serializer(job).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+
+    def perform_destroy(self, instance):
+        services.job_delete(job=instance)
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = services.job_cancel(job=self.get_object())
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: TaskSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def tasks(self, request, pk=None):
+        job = self.get_object()
+        page = self.paginate_queryset(services.job_tasks(job=job))
+        return self.get_paginated_response(TaskSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: OutputSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def outputs(self, request, pk=None):
+        job = self.get_object()
+        page = self.paginate_queryset(job.outputs.all())
+        serializer = OutputSerializer(page, many=True, context=self.get_serializer_context())
+        return self.get_paginated_response(serializer.data)
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"outputs/(?P<path>.+)",
+        url_name="output-file",
+    )
+    def output_file(self, request, pk=None, path=None):
+        job = self.get_object()
+        # Only cataloged paths are served, so no user string ever becomes a file system path.
+        output = Output.objects.filter(job=job, path=path).first()
+        if output is None:
+            raise Http404("no such output")
+        file_path = job.directory / "outputs" / output.path
+        if not file_path.is_file():
+            raise Http404("the output file is gone")
+        return FileResponse(
+            file_path.open("rb"),
+            as_attachment=True,
+            filename=file_path.name,
+            content_type=output.media_type,
+        )
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def package(self, request, pk=None):
+        job = self.get_object()
+        package = job.directory / "package.zip"
+        if job.state != State.COMPLETE or not package.is_file():
+            raise Http404(f"no package: the job is {job.state}")
+        return FileResponse(
+            package.open("rb"),
+            as_attachment=True,
+            filename=f"lmweb-{job.workflow}-{job.id}.zip",
+            content_type="application/zip",
+        )
+
+
+class WorkflowViewSet(viewsets.ViewSet):
+    """The workflow catalog: what can be run, with each request's JSON Schema and an example."""
+
+    serializer_class = WorkflowSerializer
+    lookup_value_regex = r"[a-z0-9][a-z0-9-]*"
+
+    def list(self, request):
+        workflows = [translators.get(name) for name in translators.names()]
+        serializer = WorkflowSerializer(workflows, many=True, context={"request": request})
+        return Response(serializer.data)
+
+    @extend_schema(responses=WorkflowSerializer)
+    def retrieve(self, request, pk=None):
+        try:
+            workflow = translators.get(pk)
+        except translators.UnknownWorkflow:
+            raise Http404("no such workflow") from None
+        return Response(WorkflowSerializer(workflow, context={"request": request}).data)
+
+
+class ServiceInfoView(APIView):
+    """What this service is and how busy it is."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response(
+            {
+                "name": "lmweb",
+                "versions": {
+                    "lmweb": lmweb.__version__,
+                    "django": django.get_version(),
+                    "python": platform.python_version(),
+                },
+                "workflows": translators.names(),
+                "job_states": services.job_counts(),
+                "links": {
+                    "jobs": reverse("job-list", request=request),
+                    "datasets": reverse("dataset-list", request=request),
+                    "workflows": reverse("workflow-list", request=request),
+                    "docs": request.build_absolute_uri("/api/docs/"),
+                },
+            }
+        )
+
+
+@extend_schema(exclude=True)
+def healthz(request):
+    """Liveness for load balancers: no credentials, no details beyond what failed."""
+    failures = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        failures.append("database")
+    status_code = 503 if failures else 200
+    return JsonResponse({"ok": not failures, "failed": failures}, status=status_code)

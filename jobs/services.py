@@ -1,0 +1,223 @@
+"""The writers: every change to datasets and jobs goes through these functions."""
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import uuid
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+
+from . import formats
+from .models import FINISHED_STATES, Dataset, IllegalTransition, Job, JobInput, State
+from .validation import validate_request
+
+log = logging.getLogger(__name__)
+
+
+class Conflict(Exception):
+    """The object is in a state that does not allow the operation (HTTP 409)."""
+
+
+class TooLarge(Exception):
+    """An upload over the configured limit (HTTP 413)."""
+
+
+def visible_datasets(user: AbstractBaseUser) -> QuerySet[Dataset]:
+    queryset = Dataset.objects.all()
+    return queryset if user.is_staff else queryset.filter(owner=user)
+
+
+def visible_jobs(user: AbstractBaseUser) -> QuerySet[Job]:
+    queryset = Job.objects.all()
+    return queryset if user.is_staff else queryset.filter(owner=user)
+
+
+def _sha256_copy(source: UploadedFile, target: Path, limit: int) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with target.open("wb") as handle:
+        for chunk in source.chunks(1024 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"the file is larger than the limit of {limit} bytes")
+            digest.update(chunk)
+            handle.write(chunk)
+    return size, digest.hexdigest()
+
+
+def dataset_create(*, owner: AbstractBaseUser, upload: UploadedFile, name: str = "") -> Dataset:
+    """Store an upload under the data directory and record it; on any failure nothing stays."""
+    limit = settings.UPLOAD_MAX_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise TooLarge(f"the file is larger than the limit of {limit} bytes")
+    original = Path(upload.name or "upload").name[:255]
+    dataset_id = uuid.uuid4()
+    root = settings.DATA_DIR / "datasets"
+    root.mkdir(parents=True, exist_ok=True)
+    # Written beside its final place, then renamed: a crash leaves no half dataset behind.
+    staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+    final_dir = root / str(dataset_id)
+    try:
+        raw = staging / "upload"
+        size, sha256 = _sha256_copy(upload, raw, limit)
+        detected = formats.detect(raw, original)
+        stored_name = "data" + formats.EXTENSIONS[detected]
+        raw.rename(staging / stored_name)
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                id=dataset_id,
+                owner=owner,
+                name=(name or original)[:200],
+                original_name=original,
+                path=f"datasets/{dataset_id}/{stored_name}",
+                size=size,
+                sha256=sha256,
+                format=detected,
+            )
+            staging.rename(final_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        raise
+    return dataset
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    in_use = Job.objects.filter(inputs__dataset=dataset).exclude(state__in=FINISHED_STATES)
+    if in_use.exists():
+        raise Conflict("the dataset is an input of a job that has not finished")
+    folder = dataset.absolute_path.parent
+    with transaction.atomic():
+        dataset.delete()
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def job_submit(*, owner: AbstractBaseUser, payload) -> Job:
+    """Validate a request and store it as a QUEUED job; the controller hears of it after commit."""
+    valid = validate_request(payload, datasets=visible_datasets(owner))
+    with transaction.atomic():
+        job = Job(
+            owner=owner,
+            workflow=valid.workflow.name,
+            name=valid.request["name"],
+            tags=valid.request["tags"],
+            request=valid.request,
+        )
+        job.full_clean()
+        job.save(force_insert=True)
+        JobInput.objects.bulk_create(
+            JobInput(job=job, dataset=dataset, name=name, position=position)
+            for name, position, dataset in valid.inputs
+        )
+        transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+    return job
+
+
+def job_enqueue(*, job_id: uuid.UUID) -> bool:
+    """Tell a controller about a queued job. A broker outage is logged, not raised: the job is
+    stored, and the recovery task sends it again."""
+    from .tasks import run_job
+
+    try:
+        run_job.apply_async(args=[str(job_id)], retry=True)
+    except Exception:
+        log.exception("job %s: could not reach the broker; recovery will send it again", job_id)
+        return False
+    return True
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a job: a queued one at once, a running one through its controller."""
+    for _ in range(5):
+        job.refresh_from_db()
+        if job.state in {State.CANCELED, State.CANCELING}:
+            return job
+        if job.is_finished:
+            raise Conflict(f"the job has already finished ({job.state})")
+        target = State.CANCELED if job.state == State.QUEUED else State.CANCELING
+        try:
+            job.transition(target)
+        except IllegalTransition:
+            continue  # the controller moved it meanwhile; look again
+        return job
+    raise Conflict("the job kept changing state while canceling; try again")
+
+
+def job_delete(*, job: Job) -> None:
+    """Remove a finished job, its outputs and its folder."""
+    if not job.is_finished:
+        raise Conflict(f"only finished jobs can be deleted; this one is {job.state}")
+    folder = job.directory
+    with transaction.atomic():
+        deleted, _ = Job.objects.filter(pk=job.pk, state=job.state).delete()
+        if not deleted:
+            raise Conflict("the job changed state; try again")
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def job_requeue(*, job: Job) -> Job:
+    """Run a failed or canceled job again (operators), keeping what makeflow already finished."""
+    if job.state not in {State.EXECUTOR_ERROR, State.SYSTEM_ERROR, State.CANCELED}:
+        raise Conflict(f"only failed or canceled jobs can be requeued; this one is {job.state}")
+    with transaction.atomic():
+        job.transition(State.QUEUED, error_code="", error_message="", attempts=0)
+        transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+    return job
+
+
+def job_counts() -> dict[str, int]:
+    counts = dict.fromkeys(State.values, 0)
+    for row in Job.objects.order_by().values("state").annotate(n=Count("id")):
+        counts[row["state"]] = row["n"]
+    return counts
+
+
+def job_tasks(*, job: Job) -> list[dict]:
+    """One entry per makeflow rule of every stage the job has started, in stage order."""
+    from .controller import read_tasks
+
+    return read_tasks(job)
+
+
+def jobs_recover() -> dict[str, int]:
+    """Requeue jobs whose controller stopped beating; give up after the allowed attempts.
+
+    Only a row still stale at UPDATE time moves, so a controller that beats meanwhile keeps its
+    job, and two schedulers cannot both requeue it.
+    """
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.LMWEB_STALE_SECONDS)
+    counts = {"requeued": 0, "failed": 0, "canceled": 0}
+    stale = Job.objects.filter(heartbeat_at__lt=stale_before)
+    for job in stale.filter(state__in=[State.INITIALIZING, State.RUNNING]):
+        same = Job.objects.filter(pk=job.pk, state=job.state, heartbeat_at=job.heartbeat_at)
+        if job.attempts >= settings.LMWEB_MAX_ATTEMPTS:
+            message = f"the controller was lost {job.attempts} times; giving up"
+            if same.update(
+                state=State.SYSTEM_ERROR,
+                error_code="controller_lost",
+                error_message=message,
+                finished_at=now,
+                claimed_by="",
+            ):
+                counts["failed"] += 1
+                log.error("job %s: %s", job.id, message)
+            continue
+        with transaction.atomic():
+            if same.update(state=State.QUEUED, claimed_by="", heartbeat_at=now):
+                counts["requeued"] += 1
+                log.warning("job %s: controller lost (no heartbeat); requeued", job.id)
+                transaction.on_commit(partial(job_enqueue, job_id=job.id))
+    for job in stale.filter(state=State.CANCELING):
+        same = Job.objects.filter(pk=job.pk, state=State.CANCELING, heartbeat_at=job.heartbeat_at)
+        if same.update(state=State.CANCELED, finished_at=now, claimed_by=""):
+            counts["canceled"] += 1
+    return counts

@@ -1,0 +1,139 @@
+"""Check a job request against its workflow schema and the caller's datasets, naming bad fields."""
+
+import uuid
+from dataclasses import dataclass
+
+import jsonschema
+from django.db.models import QuerySet
+
+import translators
+
+from .models import Dataset
+
+# Deeply nested or huge requests are refused before the schema walks them.
+MAX_DEPTH = 12
+
+
+class RequestInvalid(Exception):
+    """A request a user can fix; `errors` maps JSON paths (e.g. params.alpha) to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    workflow: "translators.Workflow"
+    request: dict
+    inputs: list[tuple[str, int, Dataset]]
+
+
+def _path(parts) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "request"
+
+
+def _depth(value, limit: int) -> int:
+    stack, deepest = [(value, 1)], 1
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _schema_errors(schema: dict, payload: dict) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    for error in validator.iter_errors(payload):
+        parts = list(error.absolute_path)
+        if error.validator == "additionalProperties":
+            allowed = set(error.schema.get("properties", {}))
+            for extra in sorted(set(error.instance) - allowed):
+                errors.setdefault(_path([*parts, extra]), []).append("unknown field")
+            continue
+        if error.validator == "required":
+            present = set(error.instance) if isinstance(error.instance, dict) else set()
+            for missing in error.validator_value:
+                if missing in present:
+                    continue
+                # A missing object with required members of its own: name those members.
+                nested = error.schema.get("properties", {}).get(missing, {}).get("required", [])
+                for field in [[*parts, missing, n] for n in nested] or [[*parts, missing]]:
+                    errors.setdefault(_path(field), []).append("this field is required")
+            continue
+        message = error.message
+        if len(message) > 300:
+            message = message[:300] + "..."
+        errors.setdefault(_path(parts), []).append(message)
+    return errors
+
+
+def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
+    """Validate `payload`; `datasets` is what the caller may use as inputs."""
+    if not isinstance(payload, dict):
+        raise RequestInvalid({"request": ["expected a JSON object"]})
+    if _depth(payload, MAX_DEPTH) > MAX_DEPTH:
+        raise RequestInvalid({"request": [f"nested deeper than {MAX_DEPTH} levels"]})
+    name = payload.get("workflow")
+    if not isinstance(name, str) or not name:
+        raise RequestInvalid({"workflow": ["this field is required: a workflow name"]})
+    try:
+        workflow = translators.get(name)
+    except translators.UnknownWorkflow:
+        known = ", ".join(translators.names())
+        shown = name if len(name) <= 64 else name[:64] + "..."
+        raise RequestInvalid(
+            {"workflow": [f"unknown workflow {shown!r}; one of: {known}"]}
+        ) from None
+
+    errors = _schema_errors(workflow.request_schema(), payload)
+    if errors:
+        raise RequestInvalid(errors)
+
+    inputs: list[tuple[str, int, Dataset]] = []
+    for input_name, value in sorted((payload.get("inputs") or {}).items()):
+        spec = workflow.dataset_inputs[input_name]
+        ids = value if isinstance(value, list) else [value]
+        for position, dataset_id in enumerate(ids):
+            field = f"inputs.{input_name}" + (f"[{position}]" if isinstance(value, list) else "")
+            dataset = _find_dataset(datasets, dataset_id)
+            if dataset is None:
+                errors.setdefault(field, []).append(f"no dataset with id {dataset_id}")
+            elif spec.formats and dataset.extension.lstrip(".") not in spec.formats:
+                # Workflows name formats by the staged file's extension (lmpy reads it so).
+                expected = ", ".join("." + extension for extension in spec.formats)
+                errors.setdefault(field, []).append(
+                    f"dataset {dataset_id} is {dataset.format}; expected one of: {expected}"
+                )
+            else:
+                inputs.append((input_name, position, dataset))
+    if errors:
+        raise RequestInvalid(errors)
+
+    request = {
+        "workflow": workflow.name,
+        "name": payload.get("name", ""),
+        "inputs": payload.get("inputs", {}),
+        "params": workflow.with_defaults(payload.get("params", {})),
+        "tags": payload.get("tags", {}),
+    }
+    return ValidRequest(workflow=workflow, request=request, inputs=inputs)
+
+
+def _find_dataset(datasets: QuerySet[Dataset], dataset_id: str) -> Dataset | None:
+    try:
+        key = uuid.UUID(str(dataset_id))
+    except ValueError:
+        return None
+    return datasets.filter(pk=key).first()

@@ -1,0 +1,6 @@
+"""lmweb: lmpy computations as a REST service on Makeflow and Work Queue."""
+
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]
+__version__ = "0.1.0"

@@ -1,0 +1,299 @@
+"""The one settings module: what varies between deployments comes from the environment."""
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None or value.strip() == "" else value.strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use 1/0, true/false, yes/no)")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ImproperlyConfigured(f"{name}={value!r} must be {bounds}")
+    return number
+
+
+def env_str(name: str, default: str) -> str:
+    value = _raw(name)
+    return default if value is None else value
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = _raw(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_url(name: str, default: str, schemes: set[str]) -> str:
+    value = env_str(name, default)
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in schemes:
+        expected = ", ".join(sorted(schemes))
+        raise ImproperlyConfigured(f"{name}={value!r} is not a URL with a scheme among: {expected}")
+    return value
+
+
+def env_size(name: str, default: int) -> int:
+    """A byte count, with an optional K/M/G suffix (powers of 1024)."""
+    value = _raw(name)
+    if value is None:
+        return default
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    number, factor = value.upper().rstrip("B"), 1
+    if number and number[-1] in units:
+        number, factor = number[:-1], units[number[-1]]
+    try:
+        size = int(number) * factor
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a size (e.g. 500M, 2G)") from None
+    if size <= 0:
+        raise ImproperlyConfigured(f"{name}={value!r} must be positive")
+    return size
+
+
+def env_database(name: str, default_sqlite: Path) -> dict:
+    value = _raw(name)
+    if value is None:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(default_sqlite),
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        }
+    try:
+        config = environ.Env.db_url_config(value)
+    except Exception as exc:
+        raise ImproperlyConfigured(f"{name} is not a database URL: {exc}") from None
+    engine = config.get("ENGINE", "")
+    if engine not in {"django.db.backends.postgresql", "django.db.backends.sqlite3"}:
+        raise ImproperlyConfigured(f"{name}: only postgres:// and sqlite:// URLs are supported")
+    if not config.get("NAME"):
+        raise ImproperlyConfigured(f"{name}={value!r} names no database")
+    if engine == "django.db.backends.postgresql":
+        config.setdefault("CONN_MAX_AGE", 60)
+        config["CONN_HEALTH_CHECKS"] = True
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    return config
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+DATA_DIR = Path(env_str("LMWEB_DATA_DIR", str(BASE_DIR / "var" / "data"))).resolve()
+if DATA_DIR.exists() and not DATA_DIR.is_dir():
+    raise ImproperlyConfigured(f"LMWEB_DATA_DIR={DATA_DIR} exists and is not a directory")
+
+UPLOAD_MAX_BYTES = env_size("LMWEB_UPLOAD_MAX_BYTES", 1024**3)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "lmweb.urls"
+WSGI_APPLICATION = "lmweb.wsgi.application"
+ASGI_APPLICATION = "lmweb.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env_database("DATABASE_URL", DATA_DIR / "lmweb.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("LMWEB_STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+# gunicorn serves the admin's and the API viewer's assets itself, from the app folders in DEBUG.
+WHITENOISE_USE_FINDERS = DEBUG
+
+# Request bodies other than file uploads (JSON job requests) stay small.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_size("LMWEB_REQUEST_MAX_BYTES", 1024**2)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2
+FILE_UPLOAD_TEMP_DIR = None
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header makes anonymous requests 401, not 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "jobs.api.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("LMWEB_THROTTLE_ANON", "60/minute"),
+        "user": env_str("LMWEB_THROTTLE_USER", "50000/hour"),
+        "submit": env_str("LMWEB_THROTTLE_SUBMIT", "3000/hour"),
+    },
+    "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "lmweb API",
+    "DESCRIPTION": "Submit lmpy biodiversity computations, follow them, download their results.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Celery: JSON only, one job per worker process at a time, acknowledged after the work so a
+# controller that dies hands its job back to the broker.
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL", "redis://127.0.0.1:6379/0", {"redis", "rediss", "redis+socket"}
+)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "lmweb"
+CELERY_TASK_ROUTES = {"jobs.run_job": {"queue": "lmweb-jobs"}}
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+JOB_MAX_SECONDS = env_int("LMWEB_JOB_MAX_SECONDS", 7 * 24 * 3600, minimum=60)
+# Redis redelivers an unacknowledged message after this long: it must outlast the longest job.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": JOB_MAX_SECONDS + 3600}
+# A web request must not hang on a dead broker: publish fails fast and recovery re-sends.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_BEAT_SCHEDULE = {
+    "recover-jobs": {"task": "jobs.recover", "schedule": 15.0, "options": {"expires": 14}},
+}
+
+# Execution: makeflow managers advertise to a private catalog server; workers need the password.
+LMWEB_CATALOG = env_str("LMWEB_CATALOG", "127.0.0.1:9097")
+if ":" not in LMWEB_CATALOG or not LMWEB_CATALOG.rsplit(":", 1)[1].isdigit():
+    raise ImproperlyConfigured(f"LMWEB_CATALOG={LMWEB_CATALOG!r} is not HOST:PORT")
+LMWEB_WQ_PASSWORD_FILE = Path(
+    env_str("LMWEB_WQ_PASSWORD_FILE", str(DATA_DIR / "secrets" / "wq.password"))
+)
+# Project names are PREFIX-<job id>; workers serve every project matching ^PREFIX-.
+LMWEB_PROJECT_PREFIX = env_str("LMWEB_PROJECT_PREFIX", "lmweb")
+if not LMWEB_PROJECT_PREFIX.replace("-", "").isalnum():
+    raise ImproperlyConfigured("LMWEB_PROJECT_PREFIX may hold only letters, digits and '-'")
+# Rules are deterministic: a failure usually repeats, so retry once (worker loss is not a
+# failure: Work Queue resubmits those tasks by itself).
+LMWEB_RULE_RETRIES = env_int("LMWEB_RULE_RETRIES", 1, maximum=10)
+LMWEB_MAX_REMOTE = env_int("LMWEB_MAX_REMOTE", 100, minimum=1)
+LMWEB_POLL_SECONDS = float(env_int("LMWEB_POLL_MILLISECONDS", 1000, minimum=50)) / 1000
+LMWEB_HEARTBEAT_SECONDS = env_int("LMWEB_HEARTBEAT_SECONDS", 5, minimum=1)
+LMWEB_STALE_SECONDS = env_int("LMWEB_STALE_SECONDS", 60, minimum=5)
+LMWEB_MAKEFLOW_STARTS = env_int("LMWEB_MAKEFLOW_STARTS", 3, minimum=1)
+LMWEB_MAX_ATTEMPTS = env_int("LMWEB_MAX_ATTEMPTS", 3, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LMWEB_LOG_LEVEL", "INFO")},
+}
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("LMWEB_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make run`: the whole stack in the foreground, plus the demo job through the REST API.
+set -euo pipefail
+source "$(dirname "$0")/stack-env.sh"
+cd "$ROOT"
+prepare_stack
+echo "  Flower:     http://127.0.0.1:$FLOWER_PORT/  (${FLOWER_BASIC_AUTH%%:*} / ${FLOWER_BASIC_AUTH#*:})"
+echo "  Stop with Ctrl-C."
+echo
+TOKEN=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$LMWEB_DATA_DIR/demo-credentials.json")
+export LMWEB_DEMO_TOKEN=$TOKEN
+# The demo submits one pam-stats job, then stays idle so that honcho keeps the stack up.
+exec honcho -f Procfile -d "$ROOT" start "$PROCESSES,demo"

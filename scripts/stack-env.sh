@@ -1,0 +1,36 @@
+# Sourced by run.sh, demo.sh: the environment of the one-machine stack, embedded defaults unless set.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PATH="$ROOT/.venv/bin:$PATH"
+export LMWEB_VAR=${LMWEB_VAR:-$ROOT/var}
+export DEBUG=${DEBUG:-1}
+export LMWEB_DATA_DIR=${LMWEB_DATA_DIR:-$LMWEB_VAR/data}
+export PORT=${PORT:-8000}
+export FLOWER_PORT=${FLOWER_PORT:-5555}
+export LMWEB_CATALOG_PORT=${LMWEB_CATALOG_PORT:-9097}
+export LMWEB_CATALOG=127.0.0.1:$LMWEB_CATALOG_PORT
+export LMWEB_CONTROLLERS=${LMWEB_CONTROLLERS:-4}
+export LMWEB_MAX_WORKERS=${LMWEB_MAX_WORKERS:-$(nproc)}
+export LMWEB_PROJECT_PREFIX=${LMWEB_PROJECT_PREFIX:-lmweb}
+export LMWEB_WQ_PASSWORD_FILE=${LMWEB_WQ_PASSWORD_FILE:-$LMWEB_VAR/secrets/wq.password}
+export PYTHONUNBUFFERED=1
+mkdir -p "$LMWEB_VAR"/{run,redis,catalog,wq-scratch,secrets} "$LMWEB_DATA_DIR"
+chmod 700 "$LMWEB_VAR/secrets"
+
+# The Work Queue password and Flower's login: made once, kept in var/secrets.
+[ -s "$LMWEB_WQ_PASSWORD_FILE" ] || (umask 077; head -c 32 /dev/urandom | base64 > "$LMWEB_WQ_PASSWORD_FILE")
+[ -s "$LMWEB_VAR/secrets/flower" ] || (umask 077; echo "admin:$(head -c 12 /dev/urandom | base64 | tr -d '/+=')" > "$LMWEB_VAR/secrets/flower")
+export FLOWER_BASIC_AUTH=${FLOWER_BASIC_AUTH:-$(cat "$LMWEB_VAR/secrets/flower")}
+
+# No broker given: a private Redis on a socket of our own, never the system's 6379.
+PROCESSES=catalog,web,controller,housekeeper,scheduler,workers,flower
+if [ -z "${CELERY_BROKER_URL:-}" ]; then
+  export LMWEB_REDIS_SOCKET=$LMWEB_VAR/run/redis.sock
+  export CELERY_BROKER_URL=redis+socket://$LMWEB_REDIS_SOCKET
+  PROCESSES=redis,$PROCESSES
+fi
+
+prepare_stack() {
+  python "$ROOT/manage.py" migrate --noinput >/dev/null
+  python "$ROOT/manage.py" collectstatic --noinput >/dev/null
+  python "$ROOT/manage.py" ensure_demo_user --url "http://127.0.0.1:$PORT" "$@"
+}

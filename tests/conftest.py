@@ -1,0 +1,99 @@
+"""Shared fixtures: users with tokens, API clients, a private data directory per test."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def data_dir(settings, tmp_path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    settings.DATA_DIR = path
+    return path
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    def make(username: str, *, staff: bool = False):
+        return django_user_model.objects.create_user(
+            username=username, password="pw-" + username, is_staff=staff
+        )
+
+    return make
+
+
+def _client_for(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.user = user
+    return client
+
+
+@pytest.fixture
+def api(make_user, data_dir):
+    return _client_for(make_user("alice"))
+
+
+@pytest.fixture
+def other_api(make_user, data_dir):
+    return _client_for(make_user("bob"))
+
+
+@pytest.fixture
+def staff_api(make_user, data_dir):
+    return _client_for(make_user("operator", staff=True))
+
+
+@pytest.fixture
+def anon_api(db, data_dir):
+    return _client_for(None)
+
+
+def upload(client, filename: str, content: bytes, **extra):
+    """POST a file to /api/v1/datasets/ the way a user's multipart client would."""
+    handle = io.BytesIO(content)
+    handle.name = filename
+    return client.post("/api/v1/datasets/", {"file": handle, **extra}, format="multipart")
+
+
+def lmm_bytes() -> bytes:
+    """A tiny but real lmpy matrix: a zip with headers.json and data.npz."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("headers.json", '{"0": [[0, 0.5, 0.5]], "1": ["sp_a", "sp_b"]}')
+        npz = io.BytesIO()
+        np.savez_compressed(npz, data=np.array([[1, 0]]))
+        archive.writestr("data.npz", npz.getvalue())
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def pam_dataset(api):
+    response = upload(api, "pam.lmm", lmm_bytes())
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+@pytest.fixture
+def tree_dataset(api):
+    response = upload(api, "tree.tre", b"((sp_a:1,sp_b:1):1);\n")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # Password hashing is deliberately slow; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

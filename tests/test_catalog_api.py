@@ -1,0 +1,98 @@
+"""Workflow catalog, service-info, the OpenAPI document and its offline viewer, the admin."""
+
+import jsonschema
+import pytest
+
+from jobs.models import Job
+
+
+@pytest.mark.django_db
+class TestWorkflows:
+    def test_it_lists_the_catalog(self, api):
+        body = api.get("/api/v1/workflows/").json()
+        names = [w["name"] for w in body]
+        assert "selftest" in names and "pam-stats" in names
+        for workflow in body:
+            assert workflow["description"]
+            assert workflow["schema"]["type"] == "object"
+
+    def test_each_example_is_valid_against_its_own_schema(self, api):
+        for workflow in api.get("/api/v1/workflows/").json():
+            jsonschema.validate(workflow["example"], workflow["schema"])
+            assert workflow["example"]["workflow"] == workflow["name"]
+
+    def test_the_selftest_example_is_accepted_as_given(self, api):
+        example = api.get("/api/v1/workflows/selftest/").json()["example"]
+        assert api.post("/api/v1/jobs/", example).status_code == 201
+
+    def test_selftest_params_have_the_documented_bounds(self, api):
+        params = api.get("/api/v1/workflows/selftest/").json()["schema"]["properties"]["params"]
+        tasks, seconds = params["properties"]["tasks"], params["properties"]["seconds"]
+        assert (tasks["minimum"], tasks["maximum"]) == (1, 10000)
+        assert (seconds["minimum"], seconds["maximum"]) == (0, 600)
+
+    def test_an_unknown_workflow_is_404(self, api):
+        assert api.get("/api/v1/workflows/nope/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_service_info_reports_versions_workflows_and_counts(api):
+    Job.objects.create(owner=api.user, workflow="selftest", request={})
+    body = api.get("/api/v1/service-info/").json()
+    assert body["versions"]["lmweb"]
+    assert "selftest" in body["workflows"]
+    assert body["job_states"]["QUEUED"] == 1
+    assert set(body["job_states"]) >= {"QUEUED", "RUNNING", "COMPLETE", "CANCELED"}
+
+
+@pytest.mark.django_db
+class TestOpenApi:
+    def test_the_schema_describes_the_api(self, api):
+        response = api.get("/api/schema/", HTTP_ACCEPT="application/json")
+        assert response.status_code == 200
+        schema = response.json()
+        assert schema["openapi"].startswith("3.")
+        for path in ["/api/v1/jobs/", "/api/v1/jobs/{id}/cancel/", "/api/v1/datasets/"]:
+            assert path in schema["paths"], sorted(schema["paths"])
+
+    def test_the_viewer_loads_no_asset_from_the_internet(self, api, client):
+        html = api.get("/api/docs/").content.decode()
+        assert "swagger-ui" in html
+        assert "https://" not in html and "http://cdn" not in html
+        # Its assets are served by this service.
+        assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+
+
+@pytest.mark.django_db
+class TestAdmin:
+    def test_staff_see_the_job_list_with_progress_and_actions(self, make_user, client):
+        staff = make_user("op", staff=True)
+        staff.is_superuser = True
+        staff.save()
+        job = Job.objects.create(
+            owner=staff, workflow="selftest", request={}, rules_total=4, rules_done=1
+        )
+        client.force_login(staff)
+        page = client.get("/admin/jobs/job/").content.decode()
+        assert str(job.id) in page
+        assert "<progress" in page
+        assert "requeue_jobs" in page and "cancel_jobs" in page
+        assert client.get(f"/admin/jobs/job/{job.id}/change/").status_code == 200
+        for path in ["/admin/jobs/dataset/", "/admin/jobs/output/", "/admin/authtoken/tokenproxy/"]:
+            assert client.get(path).status_code == 200, path
+
+    def test_the_cancel_action_cancels_queued_jobs(self, make_user, client):
+        staff = make_user("op", staff=True)
+        staff.is_superuser = True
+        staff.save()
+        job = Job.objects.create(owner=staff, workflow="selftest", request={})
+        client.force_login(staff)
+        client.post(
+            "/admin/jobs/job/", {"action": "cancel_jobs", "_selected_action": [str(job.id)]}
+        )
+        job.refresh_from_db()
+        assert job.state == "CANCELED"
+
+    def test_non_staff_cannot_enter(self, make_user, client):
+        client.force_login(make_user("alice"))
+        assert client.get("/admin/jobs/job/").status_code == 302

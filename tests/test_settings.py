@@ -1,0 +1,87 @@
+"""A bad environment stops the start with a message that names the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = {
+    "SECRET_KEY": "x" * 50,
+    "DEBUG": "0",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/lmweb",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/15",
+}
+
+
+def start(tmp_path, **overrides) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in GOOD and not k.startswith("LMWEB_")}
+    env.update(GOOD, LMWEB_DATA_DIR=str(tmp_path / "data"))
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_it_starts_with_a_good_environment(tmp_path):
+    result = start(tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DEBUG", "maybe"),
+        ("DATABASE_URL", "mysql://root@localhost/lmweb"),
+        ("DATABASE_URL", "not a url"),
+        ("CELERY_BROKER_URL", "http://127.0.0.1:6379/0"),
+        ("LMWEB_UPLOAD_MAX_BYTES", "lots"),
+        ("LMWEB_UPLOAD_MAX_BYTES", "-5"),
+        ("LMWEB_JOB_MAX_SECONDS", "ten"),
+    ],
+)
+def test_it_refuses_a_bad_value_naming_the_variable(tmp_path, variable, value):
+    result = start(tmp_path, **{variable: value})
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert variable in last_line
+    assert "Traceback" not in result.stderr
+
+
+def test_it_requires_a_secret_key_when_debug_is_off(tmp_path):
+    result = start(tmp_path, SECRET_KEY=None, DEBUG="0")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_it_runs_without_a_secret_key_in_debug(tmp_path):
+    result = start(tmp_path, SECRET_KEY=None, DEBUG="1")
+    assert result.returncode == 0, result.stderr
+
+
+def test_it_uses_sqlite_in_the_data_dir_when_database_url_is_unset(tmp_path):
+    env_script = "from django.conf import settings; print(settings.DATABASES['default']['NAME'])"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(GOOD, LMWEB_DATA_DIR=str(tmp_path / "data"), DJANGO_SETTINGS_MODULE="lmweb.settings")
+    env.pop("DATABASE_URL")
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + env_script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "data" / "lmweb.sqlite3")

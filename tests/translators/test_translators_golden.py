@@ -1,0 +1,57 @@
+"""Golden files pin the exact makeflow text each translator writes."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+import translators
+from translators.base import canonical_json
+
+
+def test_each_case_matches_its_golden_files(case, golden):
+    stage = case.stage()
+    golden(f"{case.name}.makeflow.json", stage.dumps())
+    golden(f"{case.name}.files.json", canonical_json(stage.files))
+
+
+def test_planning_the_same_request_twice_gives_the_same_text(case):
+    first, second = case.stage(), case.stage()
+    assert first.dumps() == second.dumps()
+    assert first.files == second.files
+
+
+def test_dumps_is_canonical_json_of_the_makeflow_document(case):
+    stage = case.stage()
+    text = stage.dumps()
+    assert text.endswith("}\n")
+    assert json.loads(text) == stage.makeflow
+    assert text == json.dumps(stage.makeflow, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_a_completed_stage_is_not_planned_again(case):
+    stage = case.stage()
+    workflow = translators.get(case.workflow)
+    assert workflow.plan(case.request(), dict(case.staged), [stage.name]) is None
+
+
+def test_every_golden_file_belongs_to_a_case(cases, golden_dir):
+    names = {f"{name}.{kind}.json" for name in cases for kind in ("makeflow", "files")}
+    on_disk = {path.name for path in golden_dir.iterdir()}
+    assert on_disk <= names, f"stale golden files: {sorted(on_disk - names)}"
+
+
+@pytest.mark.skipif(shutil.which("makeflow_analyze") is None, reason="CCTools not installed")
+def test_makeflow_accepts_each_document(case, tmp_path):
+    path = tmp_path / "main.json"
+    path.write_text(case.stage().dumps(), encoding="utf-8")
+    result = subprocess.run(
+        ["makeflow_analyze", "-k", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Syntax OK" in result.stdout + result.stderr

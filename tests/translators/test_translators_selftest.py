@@ -1,0 +1,73 @@
+"""selftest: N sleeping tasks and a gather that stays small for any N."""
+
+import shlex
+
+import pytest
+
+import translators
+from translators import selftest
+
+
+def plan(**params):
+    return translators.get("selftest").plan({"workflow": "selftest", "params": params}, {}, [])
+
+
+def commands(stage):
+    return [shlex.split(rule["command"]) for rule in stage.makeflow["rules"]]
+
+
+def test_each_task_sleeps_then_writes_its_own_file():
+    stage = plan(tasks=3, seconds=2.5)
+    rules = stage.makeflow["rules"]
+    assert len(rules) == 4
+    for number, rule in enumerate(rules[:3], start=1):
+        name = f"task-{number:05d}"
+        tokens = shlex.split(rule["command"])
+        body = tokens[tokens.index("{") + 1 : tokens.index(";")]
+        assert body == ["sleep", "2.5", "&&", "echo", name, "ok", ">", f"work/{name}.txt"]
+        assert rule["inputs"] == []
+        assert rule["outputs"][0] == f"work/{name}.txt"
+    gather = rules[-1]
+    assert gather["inputs"] == [f"work/task-{n:05d}.txt" for n in (1, 2, 3)]
+    assert "outputs/selftest.txt" in gather["outputs"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(1, "1"), (0, "0"), (0.5, "0.5"), (600, "600"), (1e-05, "0"), (0.1234, "0.123"), (10, "10")],
+)
+def test_seconds_are_written_without_exponents(seconds, text):
+    assert selftest._seconds_arg(seconds) == text
+
+
+def test_defaults_are_ten_one_second_tasks():
+    stage = plan()
+    sleeps = [c for c in commands(stage) if "sleep" in c]
+    assert len(sleeps) == 10
+    assert all(c[c.index("sleep") + 1] == "1" for c in sleeps)
+
+
+def test_up_to_the_fan_in_one_gather_reads_every_task():
+    stage = plan(tasks=selftest.GATHER_FANIN, seconds=0)
+    rules = stage.makeflow["rules"]
+    assert len(rules) == selftest.GATHER_FANIN + 1
+    assert len(rules[-1]["inputs"]) == selftest.GATHER_FANIN
+
+
+def test_past_the_fan_in_the_gather_goes_through_groups():
+    stage = plan(tasks=selftest.GATHER_FANIN + 1, seconds=0)
+    rules = stage.makeflow["rules"]
+    assert len(rules) == selftest.GATHER_FANIN + 1 + 2 + 1
+    assert rules[-1]["inputs"] == ["work/gather-001.txt", "work/gather-002.txt"]
+
+
+def test_the_largest_selftest_keeps_every_command_and_the_file_reasonable():
+    stage = plan(tasks=10000, seconds=1)
+    rules = stage.makeflow["rules"]
+    assert len(rules) == 10000 + 100 + 1
+    assert max(len(r["command"]) for r in rules) < 5000
+    assert max(len(r["inputs"]) for r in rules) <= selftest.GATHER_FANIN
+    assert len(stage.dumps()) < 6_000_000
+    task_outputs = {r["outputs"][0] for r in rules[:10000]}
+    assert len(task_outputs) == 10000
+    assert "work/task-10000.txt" in task_outputs

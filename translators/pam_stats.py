@@ -1,0 +1,378 @@
+"""pam-stats: PAM statistics (optionally phylogenetic) tested against randomized PAMs."""
+
+# lmpy 3.1.21, checked by hand on the Heuchera PAM and tree (arguments as built below):
+# - Matching works: wrangle_matrix (MatchTreeMatrixWrangler, PurgeEmptySlicesWrangler) keeps the
+#   PAM's species found in the tree, in tree order, and drops emptied sites (Heuchera: 55 -> 45
+#   species, 2,114 -> 2,070 sites); wrangle_tree (MatchMatrixTreeWrangler) prunes the tree to them
+#   (64 -> 45 tips). The wrangler configurations name files, so those files are rule inputs.
+# - calculate_pam_stats finds tips by a `squid` annotation equal to the PAM column header, and no
+#   lmpy tool writes one: with a plain tree every phylogenetic column is 0. Three lines of dendropy
+#   (an lmpy dependency) add it; nexus keeps it, newick would not.
+# - pearson_correlation indexes the first n PAM species, not the n present at the site: it is
+#   reported as computed but never tested.
+# - The diversity matrix is one-dimensional: it stacks on axis 1 (axis 2: AxisError), cannot be
+#   subset by statistic name, and convert_lmm_to_csv crashes on it (so no CSV for it).
+# - calculate_p_values counts random > observed strictly, so a statistic the null model fixes
+#   (row and column totals: alpha, omega, lande, legendre, whittaker...) always gets p = 0: only
+#   statistics that vary are tested. Per-cell ties and NaN observations (mean pairwise distance at
+#   one-species sites) still get p = 0; the observed matrices show where.
+# - `calculate_p_values -m bonferroni -s F` writes adjusted p-values to F, not a mask: F is named
+#   p_values_*_bonferroni and users compare it with alpha.
+# - Start-up is ~0.6 s per tool on an idle host (1.5 s on the shared 2-core build box). Per PAM,
+#   randomize_pam adds ~0.45 s and calculate_pam_stats ~0.2 s (0.7-1.5 s with a tree); the latter
+#   takes one PAM per run, so only the other tools amortize their start-up over a chunk.
+
+from __future__ import annotations
+
+import math
+
+from translators.base import SCHEMA_DIALECT, InputSpec, Stage, Workflow, canonical_json
+from translators.makeflow import Category, Rule, render_makeflow
+
+STAGE = "main"
+# A chunk rule pays six fixed tool start-ups (randomize, three stacks, two subsets) against ~2 s
+# per randomization (~3 s with a tree), most of it calculate_pam_stats' own start-up. With 20 the
+# fixed part is ~10% at 0.6 s per start-up (~18% at the build box's 1.5 s), a rule runs 40-70 s,
+# and 10,000 randomizations make 500 rules whose fan-in command lines stay near 20 KB.
+RANDOMIZATIONS_PER_RULE = 20
+# Run with the interpreter found beside the lmpy tools on the worker's PATH.
+PYTHON = "python3"
+TREE_SCHEMAS = {"nex": "nexus", "tre": "newick"}
+
+CONFIG = "work/config"
+MATCH_PAM_CONFIG = f"{CONFIG}/match_pam.json"
+MATCH_TREE_CONFIG = f"{CONFIG}/match_tree.json"
+ANNOTATE_SCRIPT = f"{CONFIG}/annotate_tree.py"
+TESTED_CONFIG = {
+    "site_stats": f"{CONFIG}/site_stats_tested.json",
+    "species_stats": f"{CONFIG}/species_stats_tested.json",
+}
+
+MATCHED_PAM = "outputs/matched_pam.lmm"
+MATCHED_TREE = "outputs/matched_tree.nex"
+
+# Statistics the null model leaves free to vary (see the module docstring for the others).
+TESTED = {
+    "site_stats": ["phi", "phi average proportional"],
+    "species_stats": ["psi", "psi_average_proportional"],
+}
+TESTED_WITH_TREE = {
+    "site_stats": [
+        "Phylogenetic Diversity",
+        "MNTD",
+        "Mean Pairwise Distance",
+        "Sum Pairwise Distance",
+    ],
+}
+# (matrix, calculate_pam_stats option, aggregate_matrices axis)
+MATRICES = (
+    ("diversity", "--diversity_matrix", "1"),
+    ("site_stats", "--site_stats_matrix", "2"),
+    ("species_stats", "--species_stats_matrix", "2"),
+)
+CATEGORIES = {
+    "prepare": Category(cores=1, memory=1024, disk=1024),
+    "observed": Category(cores=1, memory=1024, disk=1024),
+    "randomize": Category(cores=1, memory=1024, disk=2048),
+    "p-values": Category(cores=1, memory=2048, disk=2048),
+}
+
+ANNOTATE_TREE = '''\
+"""Annotate each tip with squid = its label, as lmpy's calculate_pam_stats expects."""
+
+import sys
+
+import dendropy
+
+tree = dendropy.Tree.get(path=sys.argv[1], schema="nexus")
+for taxon in tree.taxon_namespace:
+    taxon.annotations.add_new("squid", taxon.label)
+tree.write(path=sys.argv[2], schema="nexus")
+'''
+
+
+def _chunks(total: int, size: int) -> list[int]:
+    """Split `total` into the fewest near-equal parts of at most `size`."""
+    if total <= 0:
+        return []
+    count = math.ceil(total / size)
+    base, extra = divmod(total, count)
+    return [base + 1 if i < extra else base for i in range(count)]
+
+
+class PamStats(Workflow):
+    name = "pam-stats"
+    title = "PAM statistics with a null model"
+    description = (
+        "Computes diversity, site and species statistics of a presence-absence matrix (PAM, "
+        ".lmm), with phylogenetic site statistics when a tree is given (the PAM and the tree are "
+        "first matched: species missing from the tree and sites left empty are dropped). The "
+        "statistics are then recomputed on randomized PAMs that keep every site's and species' "
+        "totals, and each statistic that can vary under that null model gets an empirical "
+        "p-value (share of random values strictly greater than the observed one) and, with the "
+        "fdr or raw method, a significance mask at `alpha`; with bonferroni, adjusted p-values "
+        "(significant where <= alpha). With 0 randomizations only the observed statistics are "
+        "computed. Results are lmpy matrices (.lmm), two-dimensional ones also as CSV."
+    )
+    params_schema = {
+        "$schema": SCHEMA_DIALECT,
+        "type": "object",
+        "properties": {
+            "randomizations": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 10000,
+                "default": 100,
+                "description": "Number of randomized PAMs for the null model; 0 skips testing.",
+            },
+            "p_value_method": {
+                "type": "string",
+                "enum": ["fdr", "bonferroni", "raw"],
+                "default": "fdr",
+                "description": (
+                    "Multiple-testing correction for significance: fdr (Benjamini-Hochberg), "
+                    "bonferroni, or raw (p <= alpha)."
+                ),
+            },
+            "alpha": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "exclusiveMaximum": 1,
+                "default": 0.05,
+                "description": "Significance level (or false discovery rate for fdr).",
+            },
+        },
+        "additionalProperties": False,
+    }
+    dataset_inputs = {
+        "pam": InputSpec(
+            formats=("lmm",),
+            description="Presence-absence matrix: sites are rows, species are columns.",
+        ),
+        "tree": InputSpec(
+            formats=tuple(TREE_SCHEMAS),
+            required=False,
+            description="Phylogeny whose tip labels are the PAM's species names (nexus or newick).",
+        ),
+    }
+    example = {
+        "workflow": "pam-stats",
+        "name": "Heuchera PAM, 100 randomizations",
+        "inputs": {
+            "pam": "00000000-0000-0000-0000-000000000001",
+            "tree": "00000000-0000-0000-0000-000000000002",
+        },
+        "params": {"randomizations": 100, "p_value_method": "fdr", "alpha": 0.05},
+        "tags": {"project": "heuchera"},
+    }
+
+    def next_stage(self, params, inputs, done, produced):
+        if STAGE in done:
+            return None
+        rules: list[Rule] = []
+        files: dict[str, str] = {}
+        pam = inputs["pam"]
+        tree = inputs.get("tree")
+        tree_args: list[str] = []
+        tree_inputs: list[str] = []
+        tested = {key: list(names) for key, names in TESTED.items()}
+
+        if tree is not None:
+            schema = TREE_SCHEMAS[tree.rpartition(".")[2].lower()]
+            files[MATCH_PAM_CONFIG] = canonical_json(
+                [
+                    {"wrangler_type": "MatchTreeMatrixWrangler", "tree": tree, "species_axis": 1},
+                    {"wrangler_type": "PurgeEmptySlicesWrangler", "purge_axes": [0, 1]},
+                ]
+            )
+            files[MATCH_TREE_CONFIG] = canonical_json(
+                [
+                    {
+                        "wrangler_type": "MatchMatrixTreeWrangler",
+                        "matrix": MATCHED_PAM,
+                        "species_axis": 1,
+                    }
+                ]
+            )
+            files[ANNOTATE_SCRIPT] = ANNOTATE_TREE
+            pam_report = "outputs/matched_pam_report.json"
+            tree_report = "outputs/matched_tree_report.json"
+            pruned = "work/matched_tree_plain.nex"
+            rules.append(
+                Rule(
+                    "match-pam",
+                    ["wrangle_matrix", "-r", pam_report, pam, MATCH_PAM_CONFIG, MATCHED_PAM],
+                    inputs=[pam, tree, MATCH_PAM_CONFIG],
+                    outputs=[MATCHED_PAM, pam_report],
+                    category="prepare",
+                )
+            )
+            rules.append(
+                Rule(
+                    "match-tree",
+                    [
+                        "wrangle_tree",
+                        "-r",
+                        tree_report,
+                        tree,
+                        schema,
+                        MATCH_TREE_CONFIG,
+                        pruned,
+                        "nexus",
+                    ],
+                    then=[[PYTHON, ANNOTATE_SCRIPT, pruned, MATCHED_TREE]],
+                    inputs=[tree, MATCHED_PAM, MATCH_TREE_CONFIG, ANNOTATE_SCRIPT],
+                    outputs=[MATCHED_TREE, tree_report],
+                    scratch=[pruned],
+                    category="prepare",
+                )
+            )
+            pam = MATCHED_PAM
+            tree_args = ["--tree_filename", MATCHED_TREE]
+            tree_inputs = [MATCHED_TREE]
+            for key, names in TESTED_WITH_TREE.items():
+                tested[key] += names
+
+        observed = {key: f"outputs/observed_{key}.lmm" for key, _, _ in MATRICES}
+        rules.append(
+            Rule(
+                "stats-observed",
+                ["calculate_pam_stats", *tree_args, *_stat_args(observed), pam],
+                then=_csv_commands(observed["site_stats"], observed["species_stats"]),
+                inputs=[pam, *tree_inputs],
+                outputs=[
+                    *observed.values(),
+                    *_csv_names(observed["site_stats"], observed["species_stats"]),
+                ],
+                category="observed",
+            )
+        )
+
+        chunks = _chunks(params["randomizations"], RANDOMIZATIONS_PER_RULE)
+        if chunks:
+            for key in TESTED:
+                files[TESTED_CONFIG[key]] = canonical_json(
+                    [{"wrangler_type": "SubsetReorderSlicesWrangler", "axes": {"1": tested[key]}}]
+                )
+            stacks = {key: [] for key, _, _ in MATRICES}
+            for number, size in enumerate(chunks, start=1):
+                rule = _chunk_rule(number, size, pam, tree_args, tree_inputs)
+                rules.append(rule)
+                for key, _, _ in MATRICES:
+                    stacks[key].append(f"work/rand-{number:03d}/{key}.lmm")
+            rules.append(
+                Rule(
+                    "p-values-diversity",
+                    [
+                        "calculate_p_values",
+                        "outputs/p_values_diversity.lmm",
+                        observed["diversity"],
+                        *stacks["diversity"],
+                    ],
+                    inputs=[observed["diversity"], *stacks["diversity"]],
+                    outputs=["outputs/p_values_diversity.lmm"],
+                    category="p-values",
+                )
+            )
+            for key in TESTED:
+                rules.append(_p_values_rule(key, observed[key], stacks[key], params))
+
+        sources = [*(v for v in inputs.values()), *files]
+        makeflow = render_makeflow(rules, CATEGORIES, "observed", sources=sources)
+        return Stage(STAGE, makeflow, files)
+
+
+def _stat_args(paths: dict[str, str]) -> list[str]:
+    args = []
+    for key, option, _ in MATRICES:
+        args += [option, paths[key]]
+    return args
+
+
+def _csv_names(*lmm_paths: str) -> list[str]:
+    return [p.removesuffix(".lmm") + ".csv" for p in lmm_paths]
+
+
+def _csv_commands(*lmm_paths: str) -> list[list[str]]:
+    return [
+        ["convert_lmm_to_csv", lmm, csv]
+        for lmm, csv in zip(lmm_paths, _csv_names(*lmm_paths), strict=True)
+    ]
+
+
+def _chunk_rule(
+    number: int, size: int, pam: str, tree_args: list[str], tree_inputs: list[str]
+) -> Rule:
+    """Randomize `size` PAMs, compute their statistics and stack them, all in one sandbox.
+
+    Only the three stacks leave the worker; the random PAMs and per-PAM statistics are scratch.
+    """
+    folder = f"work/rand-{number:03d}"
+    digits = len(str(size))
+    random_pams = [f"{folder}/pam-{i:0{digits}d}.lmm" for i in range(1, size + 1)]
+    per_pam = {
+        key: [f"{folder}/{key}-{i:0{digits}d}.lmm" for i in range(1, size + 1)]
+        for key, _, _ in MATRICES
+    }
+    commands: list[list[str]] = []
+    for i, random_pam in enumerate(random_pams):
+        paths = {key: per_pam[key][i] for key, _, _ in MATRICES}
+        commands.append(["calculate_pam_stats", *tree_args, *_stat_args(paths), random_pam])
+    outputs, scratch = [], [*random_pams, *(p for ps in per_pam.values() for p in ps)]
+    for key, _, axis in MATRICES:
+        stack = f"{folder}/{key}.lmm"
+        outputs.append(stack)
+        if key in TESTED:
+            # Keep only the statistics that vary under the null model (module docstring).
+            full = f"{folder}/{key}_all.lmm"
+            scratch.append(full)
+            commands.append(["aggregate_matrices", "concatenate", axis, full, *per_pam[key]])
+            commands.append(["wrangle_matrix", full, TESTED_CONFIG[key], stack])
+        else:
+            commands.append(["aggregate_matrices", "concatenate", axis, stack, *per_pam[key]])
+    return Rule(
+        f"rand-{number:03d}",
+        ["randomize_pam", pam, *random_pams],
+        then=commands,
+        inputs=[pam, *tree_inputs, *TESTED_CONFIG.values()],
+        outputs=outputs,
+        scratch=scratch,
+        category="randomize",
+    )
+
+
+def _p_values_rule(key: str, observed: str, stacks: list[str], params: dict) -> Rule:
+    method = params["p_value_method"]
+    tested_observed = f"work/observed_{key}_tested.lmm"
+    p_values = f"outputs/p_values_{key}.lmm"
+    if method == "bonferroni":
+        significance = f"outputs/p_values_{key}_bonferroni.lmm"
+    else:
+        significance = f"outputs/significant_{key}.lmm"
+    alpha = repr(float(params["alpha"]))
+    return Rule(
+        f"p-values-{key.replace('_', '-')}",
+        ["wrangle_matrix", observed, TESTED_CONFIG[key], tested_observed],
+        then=[
+            [
+                "calculate_p_values",
+                "-m",
+                method,
+                "--alpha",
+                alpha,
+                "-s",
+                significance,
+                p_values,
+                tested_observed,
+                *stacks,
+            ],
+            *_csv_commands(p_values, significance),
+        ],
+        inputs=[observed, TESTED_CONFIG[key], *stacks],
+        outputs=[p_values, significance, *_csv_names(p_values, significance)],
+        scratch=[tested_observed],
+        category="p-values",
+    )
+
+
+WORKFLOW = PamStats()

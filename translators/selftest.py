@@ -1,0 +1,100 @@
+"""selftest: N independent sleeps and a gather, for health checks and benchmarks (no lmpy)."""
+
+from __future__ import annotations
+
+from translators.base import SCHEMA_DIALECT, Stage, Workflow
+from translators.makeflow import Category, Command, Rule, render_makeflow
+
+STAGE = "main"
+OUTPUT = "outputs/selftest.txt"
+# One `cat` of 10,000 paths would pass MAX_COMMAND_CHARS; above this many tasks the gather goes
+# through groups of this size, so no command grows with the task count.
+GATHER_FANIN = 100
+CATEGORIES = {
+    "selftest": Category(cores=1, memory=64, disk=64),
+    "gather": Category(cores=1, memory=64, disk=256),
+}
+
+
+def _seconds_arg(seconds: float) -> str:
+    # Fixed-point text: `sleep` must never see an exponent such as 1e-05.
+    return f"{float(seconds):.3f}".rstrip("0").rstrip(".")
+
+
+class SelfTest(Workflow):
+    name = "selftest"
+    title = "Self test"
+    description = (
+        "Runs `tasks` independent tasks that each sleep `seconds` and write a small file, then "
+        "gathers the files into outputs/selftest.txt. It uses no lmpy and no inputs: use it to "
+        "check that workers are reachable and to measure scheduling overhead."
+    )
+    params_schema = {
+        "$schema": SCHEMA_DIALECT,
+        "type": "object",
+        "properties": {
+            "tasks": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 10000,
+                "default": 10,
+                "description": "Number of independent tasks.",
+            },
+            "seconds": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 600,
+                "default": 1,
+                "description": "How long each task sleeps, in seconds (millisecond resolution).",
+            },
+        },
+        "additionalProperties": False,
+    }
+    dataset_inputs = {}
+    example = {
+        "workflow": "selftest",
+        "name": "Ten one-second tasks",
+        "params": {"tasks": 10, "seconds": 1},
+        "tags": {"purpose": "health-check"},
+    }
+
+    def next_stage(self, params, inputs, done, produced):
+        if STAGE in done:
+            return None
+        tasks = params["tasks"]
+        sleep = _seconds_arg(params["seconds"])
+        width = max(5, len(str(tasks)))
+        rules = []
+        parts = []
+        for number in range(1, tasks + 1):
+            rule_id = f"task-{number:0{width}d}"
+            target = f"work/{rule_id}.txt"
+            rules.append(
+                Rule(
+                    rule_id,
+                    ["sleep", sleep],
+                    inputs=[],
+                    outputs=[target],
+                    category="selftest",
+                    then=[Command(("echo", rule_id, "ok"), stdout=target)],
+                )
+            )
+            parts.append(target)
+        if len(parts) > GATHER_FANIN:
+            groups = [parts[i : i + GATHER_FANIN] for i in range(0, len(parts), GATHER_FANIN)]
+            parts = []
+            for number, group in enumerate(groups, start=1):
+                rule_id = f"gather-{number:03d}"
+                target = f"work/{rule_id}.txt"
+                rules.append(
+                    Rule(rule_id, ["cat", "--", *group], group, [target], "gather", stdout=target)
+                )
+                parts.append(target)
+        rules.append(
+            Rule("gather", ["cat", "--", *parts], parts, [OUTPUT], "gather", stdout=OUTPUT)
+        )
+        makeflow = render_makeflow(rules, CATEGORIES, "selftest", sources=[])
+        return Stage(STAGE, makeflow, {})
+
+
+WORKFLOW = SelfTest()
