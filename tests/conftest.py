@@ -1,12 +1,15 @@
 """Shared fixtures: users with tokens, API clients, a private data directory per test."""
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(
+    os.environ.get("LMWEB_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 @pytest.fixture

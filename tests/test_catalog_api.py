@@ -1,5 +1,7 @@
 """Workflow catalog, service-info, the OpenAPI document and its offline viewer, the admin."""
 
+import io
+
 import jsonschema
 import pytest
 
@@ -96,3 +98,42 @@ class TestAdmin:
     def test_non_staff_cannot_enter(self, make_user, client):
         client.force_login(make_user("alice"))
         assert client.get("/admin/jobs/job/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_drf_create_token_gives_a_working_token(make_user, data_dir):
+    from django.core.management import call_command
+    from rest_framework.test import APIClient
+
+    make_user("carol")
+    out = io.StringIO()
+    call_command("drf_create_token", "carol", stdout=out)
+    key = out.getvalue().split()[2]
+    client = APIClient()
+    assert client.get("/api/v1/jobs/").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/api/v1/jobs/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_healthz_answers_without_credentials(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "failed": []}
+
+
+@pytest.mark.django_db
+def test_the_requeue_action_requeues_failed_jobs_only(make_user, client):
+    staff = make_user("op", staff=True)
+    staff.is_superuser = True
+    staff.save()
+    failed = Job.objects.create(owner=staff, workflow="selftest", request={}, state="SYSTEM_ERROR")
+    running = Job.objects.create(owner=staff, workflow="selftest", request={}, state="RUNNING")
+    client.force_login(staff)
+    client.post(
+        "/admin/jobs/job/",
+        {"action": "requeue_jobs", "_selected_action": [str(failed.id), str(running.id)]},
+    )
+    failed.refresh_from_db()
+    running.refresh_from_db()
+    assert (failed.state, running.state) == ("QUEUED", "RUNNING")
