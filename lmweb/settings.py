@@ -270,10 +270,14 @@ if ":" not in LMWEB_CATALOG or not LMWEB_CATALOG.rsplit(":", 1)[1].isdigit():
 LMWEB_WQ_PASSWORD_FILE = Path(
     env_str("LMWEB_WQ_PASSWORD_FILE", str(DATA_DIR / "secrets" / "wq.password"))
 )
-# Project names are PREFIX-<job id>; workers serve every project matching ^PREFIX-.
-LMWEB_PROJECT_PREFIX = env_str("LMWEB_PROJECT_PREFIX", "lmweb")
-if not LMWEB_PROJECT_PREFIX.replace("-", "").isalnum():
-    raise ImproperlyConfigured("LMWEB_PROJECT_PREFIX may hold only letters, digits and '-'")
+# Project names are lmweb-<deployment>-<job id>; workers serve every ^lmweb-<deployment>-.*$.
+LMWEB_DEPLOYMENT = env_str("LMWEB_DEPLOYMENT", "local")
+if not LMWEB_DEPLOYMENT.replace("-", "").isalnum():
+    raise ImproperlyConfigured("LMWEB_DEPLOYMENT may hold only letters, digits and '-'")
+LMWEB_MAX_WORKERS = env_int("LMWEB_MAX_WORKERS", os.cpu_count() or 1, minimum=0)
+LMWEB_WORKER_CORES = env_int("LMWEB_WORKER_CORES", 1, minimum=1)
+LMWEB_WORKER_IDLE_SECONDS = env_int("LMWEB_WORKER_IDLE_SECONDS", 120, minimum=5)
+LMWEB_SCRATCH_DIR = Path(env_str("LMWEB_SCRATCH_DIR", str(DATA_DIR.parent / "wq-scratch")))
 # Rules are deterministic: a failure usually repeats, so retry once (worker loss is not a
 # failure: Work Queue resubmits those tasks by itself).
 LMWEB_RULE_RETRIES = env_int("LMWEB_RULE_RETRIES", 1, maximum=10)
@@ -282,6 +286,9 @@ LMWEB_POLL_SECONDS = float(env_int("LMWEB_POLL_MILLISECONDS", 1000, minimum=50))
 LMWEB_HEARTBEAT_SECONDS = env_int("LMWEB_HEARTBEAT_SECONDS", 5, minimum=1)
 LMWEB_STALE_SECONDS = env_int("LMWEB_STALE_SECONDS", 60, minimum=5)
 LMWEB_MAKEFLOW_STARTS = env_int("LMWEB_MAKEFLOW_STARTS", 3, minimum=1)
+# Makeflow can spin forever once a rule that others need has failed (see docs/decisions.md):
+# a failed, unchanging log for this long means it will not finish.
+LMWEB_STUCK_SECONDS = env_int("LMWEB_STUCK_SECONDS", 3, minimum=1)
 LMWEB_MAX_ATTEMPTS = env_int("LMWEB_MAX_ATTEMPTS", 3, minimum=1)
 
 LOGGING = {

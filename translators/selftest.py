@@ -16,6 +16,10 @@ CATEGORIES = {
 }
 
 
+# A failing task says so on stderr, as a real tool would, then exits non-zero.
+FAIL = Command(("sh", "-c", "echo 'selftest: this task fails on purpose' >&2; exit 3"))
+
+
 def _seconds_arg(seconds: float) -> str:
     # Fixed-point text: `sleep` must never see an exponent such as 1e-05.
     return f"{float(seconds):.3f}".rstrip("0").rstrip(".")
@@ -47,6 +51,16 @@ class SelfTest(Workflow):
                 "default": 1,
                 "description": "How long each task sleeps, in seconds (millisecond resolution).",
             },
+            "fail": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 10000,
+                "default": 0,
+                "description": (
+                    "How many of the tasks (the last ones) exit with code 3 after sleeping, to "
+                    "check that failures are reported. Capped at `tasks`."
+                ),
+            },
         },
         "additionalProperties": False,
     }
@@ -54,7 +68,7 @@ class SelfTest(Workflow):
     example = {
         "workflow": "selftest",
         "name": "Ten one-second tasks",
-        "params": {"tasks": 10, "seconds": 1},
+        "params": {"tasks": 10, "seconds": 1, "fail": 0},
         "tags": {"purpose": "health-check"},
     }
 
@@ -63,6 +77,7 @@ class SelfTest(Workflow):
             return None
         tasks = params["tasks"]
         sleep = _seconds_arg(params["seconds"])
+        first_failing = tasks - min(params.get("fail", 0), tasks) + 1
         width = max(5, len(str(tasks)))
         rules = []
         parts = []
@@ -76,7 +91,10 @@ class SelfTest(Workflow):
                     inputs=[],
                     outputs=[target],
                     category="selftest",
-                    then=[Command(("echo", rule_id, "ok"), stdout=target)],
+                    then=[
+                        *([FAIL] if number >= first_failing else []),
+                        Command(("echo", rule_id, "ok"), stdout=target),
+                    ],
                 )
             )
             parts.append(target)

@@ -71,3 +71,19 @@ def test_the_largest_selftest_keeps_every_command_and_the_file_reasonable():
     task_outputs = {r["outputs"][0] for r in rules[:10000]}
     assert len(task_outputs) == 10000
     assert "work/task-10000.txt" in task_outputs
+
+
+def test_failing_tasks_exit_non_zero_before_writing_their_file(tmp_path):
+    import subprocess
+
+    stage = translators.get("selftest").plan(
+        {"workflow": "selftest", "params": {"tasks": 3, "seconds": 0, "fail": 1}}, {}, []
+    )
+    rules = {rule["outputs"][0]: rule["command"] for rule in stage.makeflow["rules"]}
+    for number, expected in [(2, 0), (3, 3)]:
+        target = f"work/task-{number:05d}.txt"
+        done = subprocess.run(["/bin/sh", "-c", rules[target]], cwd=tmp_path, check=False)
+        assert done.returncode == expected
+        assert (tmp_path / target).exists() == (expected == 0)
+    stderr = (tmp_path / "logs" / "task-00003.stderr").read_text()
+    assert "fails on purpose" in stderr

@@ -1,0 +1,481 @@
+"""Run one job: claim it, stage its inputs, run each stage's makeflow, catalog what it made."""
+
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+import lmweb
+import translators
+
+from . import formats, makeflowlog, runner
+from .models import IllegalTransition, Job, Output, State
+
+log = logging.getLogger(__name__)
+
+STAGES_FILE = "stages.json"
+TAIL_BYTES = 4096
+
+
+class LostJob(Exception):
+    """Someone else holds the job now (recovery requeued it): stop without touching its state."""
+
+
+class Canceled(Exception):
+    """The user canceled the job while it ran."""
+
+
+@dataclass
+class StageResult:
+    outcome: str  # success, failed, aborted, incomplete
+    rules_total: int
+
+
+def controller_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def project_name(job: Job) -> str:
+    return runner.project_name(settings.LMWEB_DEPLOYMENT, str(job.id))
+
+
+def job_claim(*, job_id: str, controller: str) -> Job | None:
+    """Take a queued job for this controller; None if it is not queued (any more)."""
+    now = timezone.now()
+    changed = Job.objects.filter(pk=job_id, state=State.QUEUED).update(
+        state=State.INITIALIZING,
+        claimed_by=controller,
+        heartbeat_at=now,
+        started_at=Coalesce(F("started_at"), now),
+        attempts=F("attempts") + 1,
+        error_code="",
+        error_message="",
+    )
+    return Job.objects.get(pk=job_id) if changed == 1 else None
+
+
+def job_run(*, job_id: str) -> None:
+    """The controller's whole work on one job (the Celery task calls this)."""
+    me = controller_identity()
+    job = job_claim(job_id=job_id, controller=me)
+    if job is None:
+        log.info("job %s: not queued any more; nothing to do", job_id)
+        return
+    log.info("job %s: claimed by %s (attempt %d)", job.id, me, job.attempts)
+    try:
+        with job_lock(job):
+            _run(job, me)
+    except LostJob:
+        log.warning("job %s: another controller holds it now; stopped", job.id)
+    except Canceled:
+        _finish_cancel(job, me)
+    except Exception as exc:
+        log.exception("job %s: controller failure", job.id)
+        _fail(job, me, State.SYSTEM_ERROR, "controller_error", f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def job_lock(job: Job) -> Iterator[None]:
+    """Makeflow does not lock its log: this lock keeps two makeflows off one job folder."""
+    job.directory.mkdir(parents=True, exist_ok=True)
+    with (job.directory / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LostJob(f"job {job.id}: its folder is locked by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(job: Job, me: str) -> None:
+    workflow = translators.get(job.workflow)
+    inputs = stage_inputs(job)
+    done = _read_stages(job)["done"]
+    totals = 0
+    while True:
+        stage = workflow.plan(job.request, inputs, done)
+        if stage is None:
+            break
+        dag = _write_stage(job, stage)
+        result = _run_stage(job, me, stage.name, dag, rules_before=totals)
+        if result.outcome != "success":
+            detail = makeflowlog.failure_detail(job.directory, dag)
+            message = _failure_message(stage.name, detail)
+            _fail(job, me, State.EXECUTOR_ERROR, "rule_failed", message)
+            return
+        totals += result.rules_total
+        done.append(stage.name)
+        _write_stages(job, done)
+    _complete(job, me)
+
+
+def stage_inputs(job: Job) -> dict[str, str | list[str]]:
+    """Link (or copy) each input dataset into the job's own folder; paths relative to it."""
+    folder = job.directory / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    workflow = translators.get(job.workflow)
+    staged: dict[str, str | list[str]] = {}
+    for item in job.inputs.select_related("dataset").order_by("name", "position"):
+        if item.dataset is None:
+            raise RuntimeError(f"input {item.name} was deleted before the job ran")
+        many = workflow.dataset_inputs[item.name].many
+        name = f"{item.name}-{item.position}" if many else item.name
+        target = folder / (name + item.dataset.extension)
+        if not target.exists():
+            temporary = target.with_name(target.name + ".tmp")
+            temporary.unlink(missing_ok=True)
+            try:
+                os.link(item.dataset.absolute_path, temporary)
+            except OSError:
+                shutil.copyfile(item.dataset.absolute_path, temporary)
+            temporary.rename(target)
+        relative = str(target.relative_to(job.directory))
+        if many:
+            staged.setdefault(item.name, []).append(relative)  # type: ignore[union-attr]
+        else:
+            staged[item.name] = relative
+    return staged
+
+
+def _read_stages(job: Job) -> dict:
+    path = job.directory / STAGES_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"done": [], "started": []}
+
+
+def _write_stages(job: Job, done: list[str], started: list[str] | None = None) -> None:
+    record = _read_stages(job)
+    record["done"] = list(done)
+    if started is not None:
+        record["started"] = list(started)
+    temporary = job.directory / (STAGES_FILE + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2))
+    temporary.replace(job.directory / STAGES_FILE)
+
+
+def _write_stage(job: Job, stage) -> str:
+    dag = f"{stage.name}.mf.json"
+    for relative, text in stage.files.items():
+        path = job.directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    path = job.directory / dag
+    text = stage.dumps()
+    # Rewriting an identical file would still change its time, and makeflow reruns a rule whose
+    # inputs look newer than its outputs: only write what changed.
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    for folder in ("logs", "work", "outputs"):
+        (job.directory / folder).mkdir(exist_ok=True)
+    record = _read_stages(job)
+    if stage.name not in record["started"]:
+        _write_stages(job, record["done"], [*record["started"], stage.name])
+    return dag
+
+
+def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) -> StageResult:
+    """Run (or resume) one makeflow until it ends; store progress and a heartbeat meanwhile."""
+    starts = 0
+    while True:
+        starts += 1
+        tmpdir = job.directory / "tmp" / stage
+        runner.prepare_resume(job.directory, dag)
+        run = runner.start_makeflow(
+            workdir=job.directory,
+            dag=dag,
+            project=project_name(job),
+            catalog=settings.LMWEB_CATALOG,
+            password_file=settings.LMWEB_WQ_PASSWORD_FILE,
+            tmpdir=tmpdir,
+            retry_count=settings.LMWEB_RULE_RETRIES,
+            max_remote=settings.LMWEB_MAX_REMOTE,
+        )
+        try:
+            _mark_running(job, me, stage)
+            progress = _follow(job, me, run, stage, dag, rules_before)
+        finally:
+            # Makeflow removes its tasks from the workers on SIGTERM, but only notices the
+            # signal when its 5 s wait on Work Queue returns: the default grace allows for it.
+            run.stop()
+            run.cleanup_tmp()
+        outcome = makeflowlog.outcome(progress)
+        if outcome in {"success", "failed"}:
+            return StageResult(outcome, progress.total)
+        # Makeflow itself died (killed, crashed): resume it from its log, a bounded number of times.
+        if starts >= settings.LMWEB_MAKEFLOW_STARTS:
+            raise RuntimeError(
+                f"stage {stage}: makeflow stopped {starts} times without finishing ({outcome})"
+            )
+        _beat(job, me, stage=stage)  # raises if the job was canceled or taken meanwhile
+        log.warning("job %s: makeflow ended %s; resuming stage %s", job.id, outcome, stage)
+
+
+def _mark_running(job: Job, me: str, stage: str) -> None:
+    if job.state != State.INITIALIZING:
+        _beat(job, me, stage=stage)
+        return
+    try:
+        job.transition(State.RUNNING, stage=stage, heartbeat_at=timezone.now())
+    except IllegalTransition:
+        job.refresh_from_db()
+        if job.state == State.CANCELING and job.claimed_by == me:
+            raise Canceled() from None
+        raise LostJob() from None
+
+
+def _follow(job, me, run, stage, dag, rules_before):
+    follower = makeflowlog.LogFollower(job.directory / f"{dag}.makeflowlog")
+    last_written, last_beat = None, 0.0
+    while True:
+        exited = run.poll() is not None
+        progress = follower.update()
+        counts = (
+            rules_before + progress.total,
+            progress.waiting,
+            progress.running,
+            rules_before + progress.complete,
+            progress.failed + progress.aborted,
+        )
+        now = time.monotonic()
+        if counts != last_written or now - last_beat >= settings.LMWEB_HEARTBEAT_SECONDS:
+            _beat(job, me, stage=stage, counts=counts)
+            last_written, last_beat = counts, now
+        if exited:
+            return follower.update()
+        if progress.failed and follower.stuck_for() >= settings.LMWEB_STUCK_SECONDS:
+            # A rule failed for good and others wait on it: makeflow would spin forever.
+            log.warning("job %s: a rule failed and makeflow cannot go on; stopping it", job.id)
+            run.stop()
+            return follower.update()
+        time.sleep(settings.LMWEB_POLL_SECONDS)
+
+
+def _beat(job: Job, me: str, *, stage: str, counts: tuple | None = None) -> None:
+    """Store progress and the heartbeat, only while this controller still owns a running job."""
+    fields = {"heartbeat_at": timezone.now(), "stage": stage}
+    if counts is not None:
+        total, waiting, running, done, failed = counts
+        fields.update(
+            rules_total=total,
+            rules_waiting=waiting,
+            rules_running=running,
+            rules_done=done,
+            rules_failed=failed,
+        )
+    changed = Job.objects.filter(pk=job.pk, claimed_by=me, state=State.RUNNING).update(**fields)
+    if changed:
+        return
+    job.refresh_from_db()
+    if job.claimed_by == me and job.state == State.CANCELING:
+        raise Canceled()
+    raise LostJob()
+
+
+def _failure_message(stage: str, detail) -> str:
+    if detail is None:
+        return f"stage {stage}: a rule failed (no detail in makeflow's log)"
+    return (
+        f"rule {detail.rule} of stage {stage} exited with code {detail.exit_code}\n"
+        f"command: {detail.command}\n"
+        f"stderr (last {TAIL_BYTES} bytes):\n{detail.stderr_tail}"
+    )
+
+
+def _fail(job: Job, me: str, state: str, code: str, message: str) -> None:
+    job.refresh_from_db()
+    if job.claimed_by != me:
+        return
+    if job.state == State.CANCELING:
+        _finish_cancel(job, me)
+        return
+    try:
+        job.transition(state, error_code=code, error_message=message[:20000], claimed_by="")
+    except Exception:
+        log.exception("job %s: could not record %s", job.id, state)
+
+
+def _finish_cancel(job: Job, me: str) -> None:
+    job.refresh_from_db()
+    if job.state == State.CANCELING and job.claimed_by == me:
+        job.transition(State.CANCELED, claimed_by="")
+        log.info("job %s: canceled", job.id)
+
+
+def _complete(job: Job, me: str) -> None:
+    outputs = catalog_outputs(job)
+    manifest = write_manifest(job, outputs)
+    build_package(job, manifest)
+    with transaction.atomic():
+        Output.objects.filter(job=job).delete()
+        Output.objects.bulk_create(Output(job=job, **entry) for entry in outputs)
+        fields = {"claimed_by": "", "rules_waiting": 0, "rules_running": 0}
+        changed = Job.objects.filter(pk=job.pk, state=State.RUNNING, claimed_by=me).update(
+            state=State.COMPLETE, finished_at=timezone.now(), **fields
+        )
+    if not changed:
+        job.refresh_from_db()
+        if job.state == State.CANCELING:
+            # The work finished as the cancel came in: the results stand, the cancel is moot.
+            raise Canceled()
+        raise LostJob()
+    log.info("job %s: complete with %d outputs", job.id, len(outputs))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def catalog_outputs(job: Job) -> list[dict]:
+    root = job.directory / "outputs"
+    entries = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        relative = path.relative_to(root).as_posix()
+        entries.append(
+            {
+                "path": relative,
+                "role": relative.split("/", 1)[0] if "/" in relative else "result",
+                "media_type": formats.media_type(path),
+                "size": path.stat().st_size,
+                "sha256": _sha256(path),
+            }
+        )
+    return entries
+
+
+@cache
+def tool_versions() -> dict[str, str]:
+    versions = {"lmweb": lmweb.__version__, "python": platform.python_version()}
+    for package in ("specify-lmpy", "numpy", "GDAL", "DendroPy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    try:
+        first = subprocess.run(
+            [runner.MAKEFLOW, "-v"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()
+        versions["cctools"] = first[0].strip() if first else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        versions["cctools"] = "unknown"
+    return versions
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def read_tasks(job: Job) -> list[dict]:
+    """Every rule of every started stage, from makeflow's logs (the source of truth)."""
+    if not job.directory.exists():
+        return []
+    tasks = []
+    for stage in _read_stages(job)["started"]:
+        dag = f"{stage}.mf.json"
+        paths = makeflowlog.LogPaths(job.directory, dag)
+        for rule in makeflowlog.read_rules(job.directory, dag):
+            # A failed rule's outputs, its logs included, are moved to makeflow.failed.<node>/.
+            folder = paths.failed_dir(rule.node_id) if rule.state == "failed" else job.directory
+            tasks.append(
+                {
+                    "stage": stage,
+                    "rule": rule.rule,
+                    "command": rule.command or "",
+                    "state": rule.state,
+                    "exit_code": rule.exit_code,
+                    "host": rule.host or "",
+                    "attempts": rule.attempts,
+                    "started_at": rule.started_at,
+                    "finished_at": rule.finished_at,
+                    "stdout": _tail(folder / "logs" / f"{rule.rule}.stdout"),
+                    "stderr": _tail(folder / "logs" / f"{rule.rule}.stderr"),
+                }
+            )
+    return tasks
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - TAIL_BYTES))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def write_manifest(job: Job, outputs: list[dict]) -> dict:
+    job.refresh_from_db()
+    rules = [
+        {
+            key: (_iso(value) if key.endswith("_at") else value)
+            for key, value in task.items()
+            if key not in {"stdout", "stderr"}
+        }
+        for task in read_tasks(job)
+    ]
+    manifest = {
+        "job": {
+            "id": str(job.id),
+            "workflow": job.workflow,
+            "name": job.name,
+            "owner": job.owner.get_username(),
+            "submitted_at": _iso(job.submitted_at),
+            "started_at": _iso(job.started_at),
+            "finished_at": _iso(timezone.now()),
+        },
+        "request": job.request,
+        "versions": tool_versions(),
+        "rules": rules,
+        "outputs": outputs,
+    }
+    (job.directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+# Already-compressed formats are stored as they are; deflating them again only costs time.
+STORED_SUFFIXES = {".zip", ".lmm", ".png", ".tif", ".gz", ".npz"}
+
+
+def build_package(job: Job, manifest: dict) -> Path:
+    target = job.directory / "package.zip"
+    temporary = target.with_name("package.zip.tmp")
+    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.write(job.directory / "manifest.json", "manifest.json")
+        for entry in manifest["outputs"]:
+            source = job.directory / "outputs" / entry["path"]
+            stored = Path(entry["path"]).suffix.lower() in STORED_SUFFIXES
+            archive.write(
+                source,
+                f"outputs/{entry['path']}",
+                compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
+            )
+    temporary.replace(target)
+    return target

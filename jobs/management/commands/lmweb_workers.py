@@ -1,0 +1,80 @@
+"""Supply Work Queue workers to every job's makeflow on this host.
+
+Two sources side by side: work_queue_factory (workers that find managers through the catalog,
+the standard way, 20 s to 2 min late) and a direct pool that reads the catalog itself every
+second and points single-shot workers straight at each new manager (under a second).
+"""
+
+import signal
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from jobs import runner
+
+
+class Command(BaseCommand):
+    help = "Run Work Queue workers for this deployment's jobs (factory and direct pool)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--max-workers", type=int, default=settings.LMWEB_MAX_WORKERS)
+        parser.add_argument("--cores", type=int, default=settings.LMWEB_WORKER_CORES)
+        parser.add_argument("--no-factory", action="store_true", help="direct pool only")
+        parser.add_argument("--no-direct", action="store_true", help="factory only")
+        parser.add_argument("--interval", type=float, default=1.0)
+
+    def handle(self, *args, max_workers, cores, no_factory, no_direct, interval, **options):
+        password = settings.LMWEB_WQ_PASSWORD_FILE
+        if not password.is_file():
+            raise CommandError(f"no Work Queue password file at {password}")
+        scratch = settings.LMWEB_SCRATCH_DIR
+        regex = runner.project_regex(settings.LMWEB_DEPLOYMENT)
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+        signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+        factory = None
+        if not no_factory:
+            factory = runner.start_factory(
+                catalog=settings.LMWEB_CATALOG,
+                project_regex=regex,
+                password_file=password,
+                min_workers=0,
+                max_workers=max_workers,
+                cores_per_worker=cores,
+                scratch_dir=scratch / "factory",
+                idle_timeout=settings.LMWEB_WORKER_IDLE_SECONDS,
+                log_path=scratch / "factory.log",
+            )
+        pool = None
+        if not no_direct:
+            pool = runner.DirectPool(
+                catalog=settings.LMWEB_CATALOG,
+                project_regex=regex,
+                spec=runner.WorkerSpec(
+                    password_file=password,
+                    scratch_dir=scratch / "direct",
+                    cores=cores,
+                    idle_timeout=settings.LMWEB_WORKER_IDLE_SECONDS,
+                ),
+                max_workers=max_workers,
+            )
+        self.stdout.write(
+            f"workers: up to {max_workers} x {cores} core(s) for {regex} via "
+            f"{settings.LMWEB_CATALOG} (factory {'off' if no_factory else 'on'}, "
+            f"direct pool {'off' if no_direct else 'on'})"
+        )
+        try:
+            while not stopping:
+                if pool is not None:
+                    started = pool.step()
+                    if started:
+                        self.stdout.write(f"workers: started {started} direct worker(s)")
+                if factory is not None and factory.poll() is not None:
+                    raise CommandError(f"work_queue_factory exited with {factory.returncode}")
+                time.sleep(interval)
+        finally:
+            if pool is not None:
+                pool.stop()
+            if factory is not None:
+                runner.stop_process(factory, grace=5)

@@ -1,0 +1,151 @@
+"""The real stack for execution tests: a private catalog server, a Celery controller process,
+Work Queue workers, PostgreSQL and Redis. Nothing is mocked."""
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from jobs import runner
+from tests.runner.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+FINISHED = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(interval)
+
+
+class Stack:
+    """Addresses and settings shared by the test process and the processes it started."""
+
+    def __init__(self, root: Path, catalog: str, password_file: Path, deployment: str):
+        self.root = root
+        self.data_dir = root / "data"
+        self.catalog = catalog
+        self.password_file = password_file
+        self.deployment = deployment
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def env(self, database_name: str) -> dict[str, str]:
+        database = django_settings.DATABASES["default"]
+        url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database_name}"
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=url,
+            CELERY_BROKER_URL=django_settings.CELERY_BROKER_URL,
+            LMWEB_DATA_DIR=str(self.data_dir),
+            LMWEB_CATALOG=self.catalog,
+            LMWEB_WQ_PASSWORD_FILE=str(self.password_file),
+            LMWEB_DEPLOYMENT=self.deployment,
+            LMWEB_SCRATCH_DIR=str(self.root / "scratch"),
+            LMWEB_POLL_MILLISECONDS="250",
+            LMWEB_HEARTBEAT_SECONDS="1",
+            PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        )
+        return env
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = (self.root / f"{name}.log").open("ab")
+        popen = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True
+        )
+        self.processes[name] = popen
+        return popen
+
+    def log(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, name: str) -> None:
+        popen = self.processes.pop(name, None)
+        if popen is not None:
+            runner.stop_process(popen, grace=15)
+
+
+@pytest.fixture(scope="session")
+def stack(django_db_setup, django_db_blocker, tmp_path_factory):
+    from django.db import connection
+
+    root = tmp_path_factory.mktemp("stack")
+    (root / "data").mkdir()
+    password_file = root / "wq.password"
+    password_file.write_text(secrets.token_hex(16) + "\n")
+    password_file.chmod(0o600)
+    port = free_port()
+    catalog_server = runner.start_catalog_server(
+        port=port,
+        history_dir=root / "catalog",
+        log_path=root / "catalog.log",
+        lifetime=300,
+    )
+    catalog = f"127.0.0.1:{port}"
+    runner.wait_for_catalog(catalog, timeout=10)
+    the_stack = Stack(root, catalog, password_file, deployment=f"t{secrets.token_hex(3)}")
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    for queue in ("lmweb-jobs", "lmweb"):
+        broker.delete(queue)
+    env = the_stack.env(connection.settings_dict["NAME"])
+    celery = [sys.executable, "-m", "celery", "-A", "lmweb", "worker", "-l", "INFO"]
+    the_stack.start(
+        "controller",
+        [*celery, "-Q", "lmweb-jobs", "-c", "3", "-n", "controller@%h", "-O", "fair"],
+        env,
+    )
+    the_stack.start(
+        "workers",
+        [sys.executable, "manage.py", "lmweb_workers", "--no-factory", "--max-workers", "3"],
+        env,
+    )
+    try:
+        yield the_stack
+    finally:
+        for name in list(the_stack.processes):
+            the_stack.stop(name)
+        runner.stop_process(catalog_server, grace=2)
+
+
+@pytest.fixture
+def live(stack, settings, transactional_db, make_user):
+    """An API client for a user, with this process's settings pointed at the stack."""
+    settings.DATA_DIR = stack.data_dir
+    settings.LMWEB_CATALOG = stack.catalog
+    settings.LMWEB_WQ_PASSWORD_FILE = stack.password_file
+    settings.LMWEB_DEPLOYMENT = stack.deployment
+    user = make_user(f"researcher-{secrets.token_hex(3)}")
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.user = user
+    client.stack = stack
+    return client
+
+
+def wait_until_finished(client: APIClient, job_id: str, timeout: float) -> dict:
+    def finished():
+        body = client.get(f"/api/v1/jobs/{job_id}/").json()
+        return body if body["state"] in FINISHED else None
+
+    try:
+        return wait_for(finished, timeout, interval=0.5)
+    except AssertionError:
+        body = client.get(f"/api/v1/jobs/{job_id}/").json()
+        logs = client.stack.log("controller")[-4000:]
+        raise AssertionError(f"job not finished in {timeout} s: {body}\n{logs}") from None

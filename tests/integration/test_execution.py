@@ -1,0 +1,177 @@
+"""Jobs run for real: Celery controller, makeflow, catalog server, Work Queue workers."""
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.models import Job
+from tests.conftest import SHARED_DATA, upload
+
+from .conftest import wait_for, wait_until_finished
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+HEUCHERA = SHARED_DATA / "heuchera"
+
+
+def submit(client, body) -> dict:
+    response = client.post("/api/v1/jobs/", body)
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_a_selftest_job_completes_with_outputs_tasks_and_a_package(live):
+    job = submit(live, {"workflow": "selftest", "params": {"tasks": 4, "seconds": 0.2}})
+    done = wait_until_finished(live, job["id"], timeout=120)
+    assert done["state"] == "COMPLETE", done
+    assert done["progress"]["total"] == 5 and done["progress"]["done"] == 5
+    assert done["started_at"] and done["finished_at"]
+
+    tasks = live.get(f"/api/v1/jobs/{job['id']}/tasks/").json()["results"]
+    assert len(tasks) == 5
+    assert {t["state"] for t in tasks} == {"complete"}
+    assert {t["exit_code"] for t in tasks} == {0}
+    assert all(t["host"] and t["command"] and t["started_at"] for t in tasks)
+
+    outputs = live.get(f"/api/v1/jobs/{job['id']}/outputs/").json()["results"]
+    assert [o["path"] for o in outputs] == ["selftest.txt"]
+    content = b"".join(live.get(outputs[0]["url"]).streaming_content)
+    assert content.decode().count(" ok") == 4
+    assert hashlib.sha256(content).hexdigest() == outputs[0]["sha256"]
+
+    package = live.get(f"/api/v1/jobs/{job['id']}/package/")
+    assert package.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(b"".join(package.streaming_content))) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        assert archive.read("outputs/selftest.txt") == content
+    assert manifest["request"]["params"]["tasks"] == 4
+    assert len(manifest["rules"]) == 5
+    assert manifest["versions"]["cctools"] != "unknown"
+
+    # The job folder holds no MPI leftovers once makeflow is done.
+    assert not list((live.stack.data_dir / "jobs" / job["id"] / "tmp").glob("*/ompi*"))
+
+
+def test_a_failing_rule_gives_executor_error_with_its_exit_code_and_stderr(live):
+    body = {"workflow": "selftest", "params": {"tasks": 3, "seconds": 0, "fail": 1}}
+    job = submit(live, body)
+    done = wait_until_finished(live, job["id"], timeout=120)
+    assert done["state"] == "EXECUTOR_ERROR", done
+    assert done["error"]["code"] == "rule_failed"
+    message = done["error"]["message"]
+    assert "task-00003" in message
+    assert "exited with code 3" in message
+    assert "fails on purpose" in message
+    tasks = live.get(f"/api/v1/jobs/{job['id']}/tasks/").json()["results"]
+    failed = [t for t in tasks if t["state"] == "failed"]
+    assert [t["rule"] for t in failed] == ["task-00003"]
+    assert failed[0]["exit_code"] == 3
+    assert "fails on purpose" in failed[0]["stderr"]
+    # One retry on purpose (LMWEB_RULE_RETRIES=1): two attempts, not makeflow's default six.
+    assert failed[0]["attempts"] == 2
+
+
+def test_cancel_mid_run_stops_makeflow_and_its_tasks(live):
+    job = submit(live, {"workflow": "selftest", "params": {"tasks": 3, "seconds": 97.125}})
+    project = f"lmweb-{live.stack.deployment}-{job['id']}"
+    wait_for(
+        lambda: live.get(f"/api/v1/jobs/{job['id']}/").json()["progress"]["running"] > 0,
+        timeout=60,
+    )
+    wait_for(lambda: processes_mentioning("97.125"), timeout=30)
+    response = live.post(f"/api/v1/jobs/{job['id']}/cancel/")
+    assert response.status_code == 202
+    assert response.json()["state"] in {"CANCELING", "CANCELED"}
+    done = wait_until_finished(live, job["id"], timeout=60)
+    assert done["state"] == "CANCELED"
+    # Within seconds nothing of the job runs: no makeflow, no task on any worker.
+    wait_for(lambda: not processes_mentioning(project), timeout=15)
+    wait_for(lambda: not processes_mentioning("97.125"), timeout=15)
+
+
+def test_pam_stats_on_heuchera_matches_lmpy_run_by_hand(live, tmp_path):
+    pam = upload(
+        live, "heuchera.lmm", (HEUCHERA / "heuchera_rfolk_1deg_global_noempties.lmm").read_bytes()
+    )
+    tree = upload(live, "heuchera.nex", (HEUCHERA / "heuchera.nex").read_bytes())
+    body = {
+        "workflow": "pam-stats",
+        "name": "Heuchera",
+        "inputs": {"pam": pam.json()["id"], "tree": tree.json()["id"]},
+        "params": {"randomizations": 2, "p_value_method": "fdr", "alpha": 0.05},
+    }
+    job = submit(live, body)
+    done = wait_until_finished(live, job["id"], timeout=600)
+    assert done["state"] == "COMPLETE", done
+    outputs = {o["path"] for o in live.get(f"/api/v1/jobs/{job['id']}/outputs/").json()["results"]}
+    assert {"observed_site_stats.lmm", "observed_species_stats.lmm"} <= outputs
+
+    # By hand: the same tools, in the same order, on the same files.
+    job_dir = live.stack.data_dir / "jobs" / job["id"]
+    config = job_dir / "work" / "config"
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    bin_dir = Path(sys.executable).parent
+
+    def run(*args):
+        done = subprocess.run([*args], cwd=hand, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{args}: {done.stderr[-2000:]}"
+
+    (hand / "inputs").mkdir()
+    shutil.copy(HEUCHERA / "heuchera_rfolk_1deg_global_noempties.lmm", hand / "inputs/pam.lmm")
+    shutil.copy(HEUCHERA / "heuchera.nex", hand / "inputs/tree.nex")
+    (hand / "outputs").mkdir()
+    matched = "outputs/matched_pam.lmm"  # where the tree wrangler's configuration looks
+    run(str(bin_dir / "wrangle_matrix"), "inputs/pam.lmm", str(config / "match_pam.json"), matched)
+    run(
+        str(bin_dir / "wrangle_tree"),
+        "inputs/tree.nex",
+        "nexus",
+        str(config / "match_tree.json"),
+        "plain.nex",
+        "nexus",
+    )
+    run(str(bin_dir / "python3"), str(config / "annotate_tree.py"), "plain.nex", "tree.nex")
+    run(
+        str(bin_dir / "calculate_pam_stats"),
+        "--tree_filename",
+        "tree.nex",
+        "--diversity_matrix",
+        "diversity.lmm",
+        "--site_stats_matrix",
+        "site_stats.lmm",
+        "--species_stats_matrix",
+        "species_stats.lmm",
+        matched,
+    )
+    from lmpy import Matrix
+
+    for name in ("diversity", "site_stats", "species_stats"):
+        service = Matrix.load(str(job_dir / "outputs" / f"observed_{name}.lmm"))
+        by_hand = Matrix.load(str(hand / f"{name}.lmm"))
+        assert service.shape == by_hand.shape, name
+        assert np.array_equal(np.asarray(service), np.asarray(by_hand), equal_nan=True), name
+        assert service.get_headers() == by_hand.get_headers(), name
+    assert Job.objects.get(pk=job["id"]).outputs.count() == len(outputs)

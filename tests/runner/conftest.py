@@ -1,0 +1,148 @@
+"""Real CCTools processes for the runner tests: a private catalog, a password, workers."""
+
+import json
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs import runner
+
+
+def free_port() -> int:
+    """A port free for the catalog server, which also takes UDP port and TCP port + 1."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        try:
+            with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port + 1))
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def write_dag(workdir: Path, rules: list[dict], name: str = "test.mf.json") -> str:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / name).write_text(json.dumps({"rules": rules}, indent=1))
+    return name
+
+
+def logged_rule(rule_id: str, script: str, outputs: list[str], inputs=()) -> dict:
+    """A rule as the translators write them: output and error into logs/<id>.*, declared."""
+    out, err = f"logs/{rule_id}.stdout", f"logs/{rule_id}.stderr"
+    return {
+        "command": f"mkdir -p logs && {{ {script} ; }} > {out} 2> {err}",
+        "inputs": list(inputs),
+        "outputs": [*outputs, out, err],
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords():
+    # Overrides tests/conftest.py's Django-only autouse fixture: these tests need no Django.
+    return None
+
+
+@pytest.fixture(scope="session")
+def catalog(tmp_path_factory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("catalog")
+    port = free_port()
+    server = runner.start_catalog_server(
+        port=port, history_dir=folder / "history", log_path=folder / "catalog.log"
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        runner.wait_for_catalog(address, timeout=10)
+        yield address
+    finally:
+        runner.stop_process(server, grace=2)
+
+
+@pytest.fixture(scope="session")
+def password_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("secret") / "wq.password"
+    path.write_text(secrets.token_hex(16) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+class Processes:
+    """Everything a test starts, stopped in the fixture's finalizer even when the test fails."""
+
+    def __init__(self, root: Path, catalog: str, password_file: Path) -> None:
+        self.root = root
+        self.catalog = catalog
+        self.password_file = password_file
+        self.runs: list[runner.MakeflowRun] = []
+        self.popens = []
+        self._count = 0
+
+    def project(self) -> str:
+        self._count += 1
+        return runner.project_name("test", f"{secrets.token_hex(4)}-{self._count}")
+
+    def start(self, workdir: Path, dag: str, *, retry_count: int = 0, **options):
+        runner.prepare_resume(workdir, dag)
+        options.setdefault("project", self.project())
+        run = runner.start_makeflow(
+            workdir=workdir,
+            dag=dag,
+            catalog=self.catalog,
+            password_file=self.password_file,
+            tmpdir=workdir / "tmp",
+            retry_count=retry_count,
+            **options,
+        )
+        self.runs.append(run)
+        return run
+
+    def spec(self, **options) -> runner.WorkerSpec:
+        options.setdefault("password_file", self.password_file)
+        options.setdefault("scratch_dir", self.root / "scratch")
+        options.setdefault("idle_timeout", 30)
+        return runner.WorkerSpec(**options)
+
+    def track(self, popen):
+        self.popens.append(popen)
+        return popen
+
+    def stop_all(self) -> None:
+        for run in self.runs:
+            run.stop(grace=2)
+            run.cleanup_tmp()
+        for popen in self.popens:
+            runner.stop_process(popen, grace=1)
+
+
+@pytest.fixture
+def procs(tmp_path, catalog, password_file) -> Iterator[Processes]:
+    processes = Processes(tmp_path, catalog, password_file)
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    path = tmp_path / "job"
+    path.mkdir()
+    return path

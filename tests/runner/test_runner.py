@@ -1,0 +1,389 @@
+"""Real makeflow, Work Queue workers and catalog server, driven through jobs.runner."""
+
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs import makeflowlog, runner
+
+from .conftest import logged_rule, wait_until, write_dag
+
+pytestmark = pytest.mark.integration
+
+
+def follow_to_end(run: runner.MakeflowRun, timeout: float = 30.0) -> makeflowlog.Progress:
+    follower = makeflowlog.LogFollower(run.paths.makeflowlog)
+    deadline = time.monotonic() + timeout
+    while run.poll() is None:
+        follower.update()
+        assert time.monotonic() < deadline, f"makeflow still running after {timeout} s"
+        time.sleep(0.05)
+    return follower.update()
+
+
+def marker_rule(rule_id: str, markers: Path, script: str = "true", inputs=()) -> dict:
+    """A rule that appends its pid to markers/<id> each time it runs, so runs can be counted."""
+    record = f"echo $$ >> {markers / rule_id}"
+    return logged_rule(
+        rule_id, f"{record}; {script}; echo {rule_id} > {rule_id}.out", [f"{rule_id}.out"], inputs
+    )
+
+
+def runs_of(markers: Path, rule_id: str) -> int:
+    path = markers / rule_id
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+def makeflow_processes_of(run: runner.MakeflowRun) -> list[runner.ProcessId]:
+    return [p for p in [*run._helpers, runner.process_id(run.pid)] if p and runner.is_alive(p)]
+
+
+def test_a_five_rule_makeflow_completes_and_progress_reaches_total(procs, workdir, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    first = [marker_rule(f"r{n}", markers) for n in range(4)]
+    last = marker_rule("r4", markers, inputs=[f"r{n}.out" for n in range(4)])
+    dag = write_dag(workdir, [*first, last])
+
+    run = procs.start(workdir, dag)
+    run.add_workers(2, procs.spec())
+    # Advertised to our private catalog under the job's own project name.
+    record = wait_until(lambda: runner.managers(procs.catalog, run.project), timeout=5)
+    assert record[0]["port"] == run.port
+    progress = follow_to_end(run)
+
+    assert run.returncode == 0
+    assert (progress.total, progress.complete, progress.ended) == (5, 5, "COMPLETED")
+    assert makeflowlog.outcome(progress) == "success"
+    rules = makeflowlog.read_rules(workdir, dag)
+    assert [rule.rule for rule in rules] == ["r0", "r1", "r2", "r3", "r4"]
+    assert all(rule.exit_code == 0 and rule.attempts == 1 and rule.host for rule in rules)
+    assert rules[4].parents and rules[4].started_at >= max(r.finished_at for r in rules[:4])
+    assert all(runs_of(markers, f"r{n}") == 1 for n in range(5))
+    assert (workdir / "logs" / "r4.stdout").exists()
+
+
+def test_direct_workers_run_the_first_rule_within_a_second_or_two(procs, workdir):
+    dag = write_dag(workdir, [{"command": "echo x > x.txt", "inputs": [], "outputs": ["x.txt"]}])
+    run = procs.start(workdir, dag)
+    run.add_workers(1, procs.spec())
+    follow_to_end(run)
+    (rule,) = makeflowlog.read_rules(workdir, dag)
+    assert rule.started_at.timestamp() - run.started_at < 2.0
+    # --single-shot: the worker left with its manager.
+    assert run.workers == []
+
+
+def test_a_failed_rule_is_a_failure_with_its_exit_code_and_stderr_tail(procs, workdir):
+    noisy = "i=0; while [ $i -lt 600 ]; do echo noise-$i-abcdefgh >&2; i=$((i+1)); done"
+    failing = logged_rule("bad", f"{noisy}; echo last-words >&2; exit 3", ["bad.txt"])
+    fine = logged_rule("good", "echo ok > good.txt", ["good.txt"])
+    dag = write_dag(workdir, [failing, fine])
+
+    run = procs.start(workdir, dag)
+    run.add_workers(1, procs.spec())
+    progress = follow_to_end(run)
+
+    # Makeflow calls this a success: exit 0 and COMPLETED.
+    assert (run.returncode, progress.ended) == (0, "COMPLETED")
+    assert makeflowlog.outcome(progress) == "failed"
+    detail = makeflowlog.failure_detail(workdir, dag)
+    assert (detail.rule, detail.exit_code) == ("bad", 3)
+    assert detail.stderr_tail.endswith("last-words\n")
+    assert len(detail.stderr_tail.encode()) <= 4096 and "noise-599" in detail.stderr_tail
+    # The failed rule's declared outputs come back, moved aside by node id.
+    assert (workdir / f"makeflow.failed.{detail.node_id}" / "logs" / "bad.stderr").exists()
+    assert not (workdir / "logs" / "bad.stderr").exists()
+
+
+def test_a_failed_rule_with_dependents_leaves_makeflow_stuck_and_the_follower_sees_it(
+    procs, workdir
+):
+    failing = logged_rule("bad", "exit 3", ["bad.txt"])
+    child = logged_rule("child", "cat bad.txt > child.txt", ["child.txt"], ["bad.txt"])
+    dag = write_dag(workdir, [failing, child])
+
+    run = procs.start(workdir, dag)
+    run.add_workers(1, procs.spec())
+    follower = makeflowlog.LogFollower(run.paths.makeflowlog)
+    wait_until(lambda: follower.update() and follower.stuck_for() > 1.5, timeout=15)
+    assert run.poll() is None, "makeflow was expected to spin, not to exit"
+
+    run.stop(grace=5)
+    progress = follower.update()
+    assert progress.ended == "ABORTED"
+    assert makeflowlog.outcome(progress) == "failed"
+    assert makeflowlog.failure_detail(workdir, dag).exit_code == 3
+
+
+def test_the_retry_count_bounds_the_attempts(procs, workdir, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    dag = write_dag(workdir, [marker_rule("flaky", markers, script="exit 7")])
+
+    run = procs.start(workdir, dag, retry_count=2)
+    run.add_workers(1, procs.spec())
+    follow_to_end(run)
+
+    assert runs_of(markers, "flaky") == 3
+    (rule,) = makeflowlog.read_rules(workdir, dag)
+    assert (rule.attempts, rule.exit_code, rule.state) == (3, 7, "failed")
+
+
+def test_stop_mid_run_leaves_no_makeflow_orted_or_task_and_the_log_ends_aborted(
+    procs, workdir, tmp_path
+):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    sleepers = [marker_rule(f"s{n}", markers, script="sleep 60") for n in range(2)]
+    dag = write_dag(workdir, sleepers)
+    run = procs.start(workdir, dag)
+    run.add_workers(2, procs.spec())
+    wait_until(lambda: runs_of(markers, "s0") and runs_of(markers, "s1"), timeout=10)
+    shells = [int((markers / f"s{n}").read_text()) for n in range(2)]
+    tasks = [p for shell in shells for p in [runner.process_id(shell), *runner.children(shell)]]
+    assert tasks and all(runner.is_alive(p) for p in tasks if p)
+    own = makeflow_processes_of(run)
+    assert len(own) == 2, "makeflow and its orted"
+    workers = list(run.workers)
+
+    started = time.monotonic()
+    code = run.stop(grace=10)
+    took = time.monotonic() - started
+    print(f"stop took {took:.2f} s")
+
+    # Makeflow notices SIGTERM only when its 5-second wait for Work Queue returns.
+    assert code == 1
+    assert took < 7
+    wait_until(lambda: not any(runner.is_alive(p) for p in tasks if p), timeout=5)
+    assert not any(runner.is_alive(p) for p in own)
+    assert all(worker.poll() is not None for worker in workers)
+    progress = makeflowlog.read_progress(run.paths.makeflowlog)
+    assert progress.ended == "ABORTED"
+    assert makeflowlog.outcome(progress) == "aborted"
+
+
+def test_resume_after_sigkill_skips_completed_rules(procs, workdir, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    ids = [f"r{n}" for n in range(5)]
+    dag = write_dag(workdir, [marker_rule(i, markers, script="sleep 0.4") for i in ids])
+
+    run = procs.start(workdir, dag)
+    run.add_workers(1, procs.spec())
+    follower = makeflowlog.LogFollower(run.paths.makeflowlog)
+    wait_until(lambda: follower.update().complete >= 2, timeout=15)
+    os.killpg(run.pid, signal.SIGKILL)
+    assert run.wait(timeout=5) == -signal.SIGKILL
+    done_before = {node for node, state in follower.states.items() if state == "complete"}
+    assert follower.update().ended is None
+
+    again = procs.start(workdir, dag)
+    again.add_workers(1, procs.spec())
+    progress = follow_to_end(again)
+
+    assert makeflowlog.outcome(progress) == "success"
+    assert progress.runs == 2
+    for rule in makeflowlog.read_rules(workdir, dag):
+        assert runs_of(markers, rule.rule) == (1 if rule.node_id in done_before else rule.attempts)
+    # One worker with one core: at most the one rule in flight ran twice.
+    assert 5 <= sum(runs_of(markers, i) for i in ids) <= 6
+
+
+def test_two_makeflows_started_at_the_same_moment_both_come_up(procs, tmp_path):
+    dags = []
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        dags.append((folder, write_dag(folder, [logged_rule("r", "echo r > r.txt", ["r.txt"])])))
+    barrier = threading.Barrier(2)
+    runs, errors = [], []
+
+    def start(folder, dag):
+        barrier.wait()
+        try:
+            runs.append(procs.start(folder, dag, port_range=(20500, 20510)))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=item) for item in dags]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert len({run.port for run in runs}) == 2
+    for run in runs:
+        run.add_workers(1, procs.spec())
+    for run in runs:
+        assert makeflowlog.outcome(follow_to_end(run)) == "success"
+
+
+def test_start_gives_up_after_its_retries_when_no_port_is_free(procs, workdir):
+    dag = write_dag(workdir, [logged_rule("r", "true", [])])
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(runner.StartupError, match="Could not create work_queue"):
+            procs.start(workdir, dag, port_range=(port, port), attempts=3)
+    assert time.monotonic() - started < 10
+    assert not (workdir / f"{dag}.makeflowlog").exists()
+
+
+def test_a_broken_workflow_fails_at_once_with_makeflow_words(procs, workdir):
+    (workdir / "broken.mf.json").write_text('{"rules": [ {"command": ')
+    started = time.monotonic()
+    # Makeflow raises SIGTERM on itself (143 in a shell).
+    with pytest.raises(runner.StartupError, match=r"exit code -15: .*parse error"):
+        procs.start(workdir, "broken.mf.json", attempts=3)
+    assert time.monotonic() - started < 3, "a parse error is not retried"
+
+
+def test_a_worker_with_a_wrong_password_never_runs_a_task(procs, workdir, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    dag = write_dag(workdir, [marker_rule("r", markers)])
+    run = procs.start(workdir, dag)
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    intruder = procs.track(
+        runner.start_worker(
+            host="127.0.0.1",
+            port=run.port,
+            password_file=wrong,
+            cores=1,
+            scratch_dir=tmp_path / "intruder",
+            idle_timeout=30,
+        )
+    )
+    time.sleep(3)
+    assert runs_of(markers, "r") == 0
+    assert makeflowlog.read_progress(run.paths.makeflowlog).complete == 0
+    events = [line for line in run.paths.transactions.read_text().splitlines() if line[:1] != "#"]
+    assert not [line for line in events if " WORKER " in line or " RUNNING " in line]
+    assert intruder.poll() is None, "it keeps knocking; it is stopped by the fixture"
+
+    run.add_workers(1, procs.spec())
+    assert makeflowlog.outcome(follow_to_end(run)) == "success"
+    assert runs_of(markers, "r") == 1
+
+
+def test_the_tmpdir_holds_mpi_leftovers_until_cleanup(procs, workdir):
+    dag = write_dag(workdir, [logged_rule("r", "true", [])])
+    run = procs.start(workdir, dag)
+    run.add_workers(1, procs.spec())
+    follow_to_end(run)
+    run.stop()
+    assert any(path.name.startswith("ompi.") for path in run.tmpdir.iterdir())
+    run.cleanup_tmp()
+    assert not run.tmpdir.exists()
+
+
+def test_a_catalog_worker_finds_a_manager_already_advertised(procs, workdir, tmp_path):
+    # A deployment of its own: records of the managers of earlier tests outlive them in the
+    # catalog, and a worker trying those first would be late.
+    deployment = f"catalog{secrets.token_hex(3)}"
+    dag = write_dag(workdir, [logged_rule("r", "true", [])])
+    run = procs.start(workdir, dag, project=runner.project_name(deployment, "job"))
+    wait_until(lambda: runner.managers(procs.catalog, run.project), timeout=5)
+    worker = procs.track(
+        runner.start_worker(
+            catalog=procs.catalog,
+            project_regex=runner.project_regex(deployment),
+            password_file=procs.password_file,
+            cores=1,
+            scratch_dir=tmp_path / "catalog-worker",
+            idle_timeout=30,
+        )
+    )
+    assert makeflowlog.outcome(follow_to_end(run, timeout=20)) == "success"
+    runner.stop_process(worker, grace=1)
+    assert runner.session_members(worker.pid) == []
+
+
+def test_stopping_the_factory_leaves_none_of_its_workers(procs, workdir, tmp_path):
+    deployment = f"factory{secrets.token_hex(3)}"
+    dag = write_dag(workdir, [logged_rule("r", "true", [])])
+    run = procs.start(workdir, dag, project=runner.project_name(deployment, "job"))
+    wait_until(lambda: runner.managers(procs.catalog, run.project), timeout=5)
+    factory = procs.track(
+        runner.start_factory(
+            catalog=procs.catalog,
+            project_regex=runner.project_regex(deployment),
+            password_file=procs.password_file,
+            min_workers=1,
+            max_workers=2,
+            cores_per_worker=1,
+            scratch_dir=tmp_path / "factory",
+            idle_timeout=30,
+            log_path=tmp_path / "factory.log",
+        )
+    )
+    assert makeflowlog.outcome(follow_to_end(run, timeout=20)) == "success"
+    workers = [p for p in runner.session_members(factory.pid) if p.pid != factory.pid]
+    assert workers, "the factory's minimum worker should be running"
+    runner.stop_process(factory, grace=2)
+    assert not any(runner.is_alive(p) for p in workers)
+
+
+def test_worker_arguments_must_pick_one_way_to_find_managers(tmp_path):
+    with pytest.raises(ValueError, match="either"):
+        runner.start_worker(
+            catalog="127.0.0.1:1",
+            project_regex=".*",
+            host="127.0.0.1",
+            port=1,
+            password_file=tmp_path / "pw",
+            cores=1,
+            scratch_dir=tmp_path,
+            idle_timeout=1,
+        )
+
+
+def test_prepare_resume_removes_failed_folders_only_without_a_log(workdir):
+    dag = "x.mf.json"
+    (workdir / "makeflow.failed.3").mkdir()
+    (workdir / f"{dag}.port").write_text("9999\n")
+    (workdir / f"{dag}.makeflowlog").write_text("# STARTED 1\n")
+    runner.prepare_resume(workdir, dag)
+    assert (workdir / "makeflow.failed.3").exists()
+    assert not (workdir / f"{dag}.port").exists()
+    (workdir / f"{dag}.makeflowlog").unlink()
+    runner.prepare_resume(workdir, dag)
+    assert not (workdir / "makeflow.failed.3").exists()
+
+
+def test_the_direct_pool_serves_a_new_manager_within_seconds(procs, workdir, tmp_path):
+    deployment = f"pool{secrets.token_hex(3)}"
+    rules = [logged_rule(f"r{n}", "sleep 0.3", []) for n in range(4)]
+    dag = write_dag(workdir, rules)
+    pool = runner.DirectPool(
+        catalog=procs.catalog,
+        project_regex=runner.project_regex(deployment),
+        spec=procs.spec(scratch_dir=tmp_path / "pool"),
+        max_workers=3,
+        per_manager=2,
+    )
+    try:
+        run = procs.start(workdir, dag, project=runner.project_name(deployment, "job"))
+        started = []
+        while run.poll() is None:
+            started.append(pool.step())
+            time.sleep(0.2)
+            assert time.time() - run.started_at < 20
+        assert sum(started) == 2, "two workers for this manager, not one per step"
+        rules = makeflowlog.read_rules(workdir, dag)
+        assert min(r.started_at.timestamp() for r in rules) - run.started_at < 2.0
+        assert {r.state for r in rules} == {"complete"}
+        # Its workers left with their manager, and its stale record starts nothing new.
+        wait_until(lambda: pool.step() == 0 and not pool._reap(), timeout=10)
+    finally:
+        pool.stop()
