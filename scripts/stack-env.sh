@@ -4,7 +4,7 @@ export PATH="$ROOT/.venv/bin:$PATH"
 export LMWEB_VAR=${LMWEB_VAR:-$ROOT/var}
 export DEBUG=${DEBUG:-1}
 export LMWEB_DATA_DIR=${LMWEB_DATA_DIR:-$LMWEB_VAR/data}
-export PORT=${PORT:-8000}
+export LMWEB_PORT=${LMWEB_PORT:-8000}
 export FLOWER_PORT=${FLOWER_PORT:-5555}
 export LMWEB_CATALOG_PORT=${LMWEB_CATALOG_PORT:-9097}
 export LMWEB_CATALOG=127.0.0.1:$LMWEB_CATALOG_PORT
@@ -31,5 +31,5 @@ fi
 prepare_stack() {
   python "$ROOT/manage.py" migrate --noinput >/dev/null
   python "$ROOT/manage.py" collectstatic --noinput >/dev/null
-  python "$ROOT/manage.py" ensure_demo_user --url "http://127.0.0.1:$PORT" "$@"
+  python "$ROOT/manage.py" ensure_demo_user --url "http://127.0.0.1:$LMWEB_PORT" "$@"
 }
