@@ -112,9 +112,10 @@ def _run(job: Job, me: str) -> None:
     workflow = translators.get(job.workflow)
     inputs = stage_inputs(job)
     done = _read_stages(job)["done"]
+    produced = {name: stage_products(job, name) for name in done}
     totals = 0
     while True:
-        stage = workflow.plan(job.request, inputs, done)
+        stage = workflow.plan(job.request, inputs, done, produced)
         if stage is None:
             break
         dag = _write_stage(job, stage)
@@ -126,8 +127,29 @@ def _run(job: Job, me: str) -> None:
             return
         totals += result.rules_total
         done.append(stage.name)
+        produced[stage.name] = stage_products(job, stage.name)
         _write_stages(job, done)
     _complete(job, me)
+
+
+def stage_products(job: Job, stage: str) -> list[str]:
+    """The files a finished stage made: its rules' declared outputs, folders expanded, relative
+    to the job folder. Later stages are planned from these (e.g. one rule per species found)."""
+    document = json.loads((job.directory / f"{stage}.mf.json").read_text())
+    files = set()
+    for rule in document.get("rules", []):
+        for output in rule.get("outputs", []):
+            name = output["dag_name"] if isinstance(output, dict) else output
+            path = job.directory / name
+            if path.is_dir():
+                files.update(
+                    item.relative_to(job.directory).as_posix()
+                    for item in path.rglob("*")
+                    if item.is_file()
+                )
+            elif path.is_file():
+                files.add(name)
+    return sorted(files)
 
 
 def stage_inputs(job: Job) -> dict[str, str | list[str]]:

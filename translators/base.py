@@ -38,6 +38,9 @@ class InputSpec:
     many: bool = False
     required: bool = True
     description: str = ""
+    # What the service checks the file holds before anything runs (jobs/inspection.py):
+    # "pam", "tree", "occurrences", "dwca", "raster", "shapefiles", "name-map", or "" for none.
+    content: str = ""
 
 
 @dataclass(frozen=True)

@@ -148,11 +148,13 @@ class PamStats(Workflow):
         "pam": InputSpec(
             formats=("lmm",),
             description="Presence-absence matrix: sites are rows, species are columns.",
+            content="pam",
         ),
         "tree": InputSpec(
             formats=tuple(TREE_SCHEMAS),
             required=False,
             description="Phylogeny whose tip labels are the PAM's species names (nexus or newick).",
+            content="tree",
         ),
     }
     example = {
