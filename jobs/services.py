@@ -16,9 +16,9 @@ from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from . import formats
+from . import formats, inspection
 from .models import FINISHED_STATES, Dataset, IllegalTransition, Job, JobInput, State
-from .validation import validate_request
+from .validation import RequestInvalid, validate_request
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ def dataset_create(*, owner: AbstractBaseUser, upload: UploadedFile, name: str =
         raw = staging / "upload"
         size, sha256 = _sha256_copy(upload, raw, limit)
         detected = formats.detect(raw, original)
+        if formats.EXTENSIONS[detected] == ".zip":
+            try:
+                inspection.check_zip_members(raw)
+            except inspection.BadContent as exc:
+                raise RequestInvalid({"file": [str(exc)]}) from None
         stored_name = "data" + formats.EXTENSIONS[detected]
         raw.rename(staging / stored_name)
         with transaction.atomic():

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 import translators
 
+from . import inspection
 from .models import Dataset
 
 # Deeply nested or huge requests are refused before the schema walks them.
@@ -121,11 +122,22 @@ def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
     if errors:
         raise RequestInvalid(errors)
 
+    params = workflow.with_defaults(payload.get("params", {}))
+    for input_name, position, dataset in inputs:
+        spec = workflow.dataset_inputs[input_name]
+        field = f"inputs.{input_name}" + (f"[{position}]" if spec.many else "")
+        try:
+            inspection.inspect(spec.content, dataset.absolute_path, params)
+        except inspection.BadContent as exc:
+            errors.setdefault(field, []).append(f"dataset {dataset.id}: {exc}")
+    if errors:
+        raise RequestInvalid(errors)
+
     request = {
         "workflow": workflow.name,
         "name": payload.get("name", ""),
         "inputs": payload.get("inputs", {}),
-        "params": workflow.with_defaults(payload.get("params", {})),
+        "params": params,
         "tags": payload.get("tags", {}),
     }
     return ValidRequest(workflow=workflow, request=request, inputs=inputs)

@@ -43,6 +43,7 @@ CONFIG = "work/config"
 MATCH_PAM_CONFIG = f"{CONFIG}/match_pam.json"
 MATCH_TREE_CONFIG = f"{CONFIG}/match_tree.json"
 ANNOTATE_SCRIPT = f"{CONFIG}/annotate_tree.py"
+CSV_PAM = "work/pam.lmm"
 TESTED_CONFIG = {
     "site_stats": f"{CONFIG}/site_stats_tested.json",
     "species_stats": f"{CONFIG}/species_stats_tested.json",
@@ -146,8 +147,12 @@ class PamStats(Workflow):
     }
     dataset_inputs = {
         "pam": InputSpec(
-            formats=("lmm",),
-            description="Presence-absence matrix: sites are rows, species are columns.",
+            formats=("lmm", "csv"),
+            description=(
+                "Presence-absence matrix: sites are rows, species are columns (.lmm, or a CSV "
+                "as convert_lmm_to_csv writes it: a species header row, then site id, x, y and "
+                "one value per species on each row)."
+            ),
             content="pam",
         ),
         "tree": InputSpec(
@@ -175,6 +180,27 @@ class PamStats(Workflow):
         files: dict[str, str] = {}
         pam = inputs["pam"]
         tree = inputs.get("tree")
+        if pam.endswith(".csv"):
+            # A CSV PAM as convert_lmm_to_csv writes it: one header row of species, three
+            # header columns per site (id, x, y).
+            rules.append(
+                Rule(
+                    "import-pam",
+                    [
+                        "convert_csv_to_lmm",
+                        "--header_rows",
+                        "1",
+                        "--header_cols",
+                        "3",
+                        pam,
+                        CSV_PAM,
+                    ],
+                    inputs=[pam],
+                    outputs=[CSV_PAM],
+                    category="prepare",
+                )
+            )
+            pam = CSV_PAM
         tree_args: list[str] = []
         tree_inputs: list[str] = []
         tested = {key: list(names) for key, names in TESTED.items()}

@@ -57,6 +57,7 @@ CASES = {
         Case("selftest-3-tasks-half-second", "selftest", {"tasks": 3, "seconds": 0.5}, {}),
         Case("pam-stats-observed-only", "pam-stats", {"randomizations": 0}, PAM),
         Case("pam-stats-45-fdr", "pam-stats", {"randomizations": 45}, PAM),
+        Case("pam-stats-csv-2", "pam-stats", {"randomizations": 2}, {"pam": "inputs/pam.csv"}),
         Case(
             "pam-stats-nexus-25-bonferroni",
             "pam-stats",

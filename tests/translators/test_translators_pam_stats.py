@@ -208,7 +208,7 @@ def test_a_staged_path_with_awkward_characters_stays_one_argument_and_valid_json
     [
         ({"pam": "/data/jobs/1/inputs/pam.lmm"}, "relative"),
         ({"pam": "inputs/../../etc/pam.lmm"}, "normalized"),
-        ({"pam": "inputs/pam.csv"}, "not one of"),
+        ({"pam": "inputs/pam.tif"}, "not one of"),
         ({"pam": "inputs/pam"}, "not one of"),
         ({"pam": ["inputs/pam.lmm"]}, "expected a path"),
         ({}, "differ"),
