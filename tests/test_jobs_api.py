@@ -136,10 +136,17 @@ class TestValidation:
         assert response.status_code == 201
 
     def test_it_rejects_a_dataset_of_the_wrong_format(self, api, data_dir):
+        tree = upload(api, "pam.tre", b"(a,b);\n").json()
+        response = api.post("/api/v1/jobs/", pam_request(tree["id"]))
+        assert response.status_code == 400
+        assert "newick" in response.json()["errors"]["inputs.pam"][0]
+        assert nothing_written(data_dir)
+
+    def test_it_rejects_a_csv_pam_that_is_not_a_matrix(self, api, data_dir):
         csv = upload(api, "pam.csv", b"a,b\n1,2\n").json()
         response = api.post("/api/v1/jobs/", pam_request(csv["id"]))
         assert response.status_code == 400
-        assert "csv" in response.json()["errors"]["inputs.pam"][0]
+        assert "CSV PAM" in response.json()["errors"]["inputs.pam"][0]
         assert nothing_written(data_dir)
 
     @pytest.mark.parametrize("params", [{"p_value_method": "magic"}, {"alpha": 1.5}])
