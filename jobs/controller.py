@@ -44,6 +44,30 @@ class Canceled(Exception):
     """The user canceled the job while it ran."""
 
 
+class HandBack(Exception):
+    """This controller is shutting down: give the job back to the queue, unfailed."""
+
+
+def _handback_flag(parent_pid: int) -> Path:
+    return settings.DATA_DIR / "run" / f"handback-{socket.gethostname()}-{parent_pid}"
+
+
+def request_handback(worker_pid: int) -> None:
+    """Called in a Celery worker's main process when it starts to shut down (SIGTERM): its pool
+    processes see the flag within a poll, stop their makeflows and requeue their jobs."""
+    flag = _handback_flag(worker_pid)
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.touch()
+
+
+def clear_handback(worker_pid: int) -> None:
+    _handback_flag(worker_pid).unlink(missing_ok=True)
+
+
+def _handback_requested() -> bool:
+    return _handback_flag(os.getppid()).exists()
+
+
 @dataclass
 class StageResult:
     outcome: str  # success, failed, aborted, incomplete
@@ -88,6 +112,8 @@ def job_run(*, job_id: str) -> None:
         log.warning("job %s: another controller holds it now; stopped", job.id)
     except Canceled:
         _finish_cancel(job, me)
+    except HandBack:
+        _hand_back(job, me)
     except Exception as exc:
         log.exception("job %s: controller failure", job.id)
         _fail(job, me, State.SYSTEM_ERROR, "controller_error", f"{type(exc).__name__}: {exc}")
@@ -115,6 +141,8 @@ def _run(job: Job, me: str) -> None:
     produced = {name: stage_products(job, name) for name in done}
     totals = 0
     while True:
+        if _handback_requested():
+            raise HandBack()
         stage = workflow.plan(job.request, inputs, done, produced)
         if stage is None:
             break
@@ -287,6 +315,8 @@ def _follow(job, me, run, stage, dag, rules_before):
             last_written, last_beat = counts, now
         if exited:
             return follower.update()
+        if _handback_requested():
+            raise HandBack()
         if progress.failed and follower.stuck_for() >= settings.LMWEB_STUCK_SECONDS:
             # A rule failed for good and others wait on it: makeflow would spin forever.
             log.warning("job %s: a rule failed and makeflow cannot go on; stopping it", job.id)
@@ -337,6 +367,24 @@ def _fail(job: Job, me: str, state: str, code: str, message: str) -> None:
         job.transition(state, error_code=code, error_message=message[:20000], claimed_by="")
     except Exception:
         log.exception("job %s: could not record %s", job.id, state)
+
+
+def _hand_back(job: Job, me: str) -> None:
+    """Back to QUEUED without counting the attempt; the rerun resumes from makeflow's log."""
+    from .services import job_enqueue
+
+    with transaction.atomic():
+        changed = Job.objects.filter(
+            pk=job.pk, claimed_by=me, state__in=[State.INITIALIZING, State.RUNNING]
+        ).update(state=State.QUEUED, claimed_by="", attempts=F("attempts") - 1)
+        if changed:
+            transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+    if changed:
+        log.info("job %s: handed back to the queue (controller shutting down)", job.id)
+    else:
+        job.refresh_from_db()
+        if job.state == State.CANCELING and job.claimed_by == me:
+            _finish_cancel(job, me)
 
 
 def _finish_cancel(job: Job, me: str) -> None:

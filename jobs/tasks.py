@@ -1,6 +1,9 @@
 """Celery tasks: an id in, a service call, nothing else."""
 
+import os
+
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutting_down
 
 
 @shared_task(name="jobs.run_job", acks_late=True, ignore_result=True)
@@ -15,3 +18,17 @@ def recover() -> dict[str, int]:
     from .services import jobs_recover
 
     return jobs_recover()
+
+
+@worker_shutting_down.connect
+def _hand_back_running_jobs(**kwargs) -> None:
+    from .controller import request_handback
+
+    request_handback(os.getpid())
+
+
+@worker_ready.connect
+def _forget_old_hand_back(**kwargs) -> None:
+    from .controller import clear_handback
+
+    clear_handback(os.getpid())

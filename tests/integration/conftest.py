@@ -43,6 +43,7 @@ class Stack:
         self.password_file = password_file
         self.deployment = deployment
         self.processes: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def env(self, database_name: str) -> dict[str, str]:
         database = django_settings.DATABASES["default"]
@@ -68,7 +69,12 @@ class Stack:
             args, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True
         )
         self.processes[name] = popen
+        self.commands[name] = (args, env)
         return popen
+
+    def restart(self, name: str) -> subprocess.Popen:
+        args, env = self.commands[name]
+        return self.start(name, args, env)
 
     def log(self, name: str) -> str:
         path = self.root / f"{name}.log"
