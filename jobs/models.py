@@ -128,10 +128,21 @@ class Job(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     # Who holds the job right now (host:pid of the controller); empty when nobody does.
     claimed_by = models.CharField(max_length=200, blank=True)
+    # A client's Idempotency-Key and the digest of the body it came with: a retried POST returns
+    # the job it already made.
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    request_digest = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-submitted_at"]
         indexes = [models.Index(fields=["state", "heartbeat_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="one_job_per_idempotency_key",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.workflow} {self.id} ({self.state})"

@@ -1,6 +1,7 @@
 """The writers: every change to datasets and jobs goes through these functions."""
 
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
@@ -105,25 +106,55 @@ def dataset_delete(*, dataset: Dataset) -> None:
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
-def job_submit(*, owner: AbstractBaseUser, payload) -> Job:
-    """Validate a request and store it as a QUEUED job; the controller hears of it after commit."""
+def _digest(payload) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def job_submit(*, owner: AbstractBaseUser, payload, idempotency_key: str = "") -> tuple[Job, bool]:
+    """Validate a request and store it as a QUEUED job; the controller hears of it after commit.
+
+    Returns (job, created). With an idempotency key already used by this owner, the same body
+    gives back the job it made (created False), another body is a Conflict.
+    """
+    digest = _digest(payload) if idempotency_key else ""
+    if idempotency_key:
+        earlier = _job_for_key(owner, idempotency_key, digest)
+        if earlier is not None:
+            return earlier, False
     valid = validate_request(payload, datasets=visible_datasets(owner))
-    with transaction.atomic():
-        job = Job(
-            owner=owner,
-            workflow=valid.workflow.name,
-            name=valid.request["name"],
-            tags=valid.request["tags"],
-            request=valid.request,
-        )
-        job.full_clean()
-        job.save(force_insert=True)
-        JobInput.objects.bulk_create(
-            JobInput(job=job, dataset=dataset, name=name, position=position)
-            for name, position, dataset in valid.inputs
-        )
-        transaction.on_commit(lambda: job_enqueue(job_id=job.id))
-    return job
+    try:
+        with transaction.atomic():
+            job = Job(
+                owner=owner,
+                workflow=valid.workflow.name,
+                name=valid.request["name"],
+                tags=valid.request["tags"],
+                request=valid.request,
+                idempotency_key=idempotency_key,
+                request_digest=digest,
+            )
+            job.full_clean(validate_constraints=False)
+            job.save(force_insert=True)
+            JobInput.objects.bulk_create(
+                JobInput(job=job, dataset=dataset, name=name, position=position)
+                for name, position, dataset in valid.inputs
+            )
+            transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+    except IntegrityError:
+        # Two requests with one key at once: the other one made the job.
+        earlier = _job_for_key(owner, idempotency_key, digest) if idempotency_key else None
+        if earlier is None:
+            raise
+        return earlier, False
+    return job, True
+
+
+def _job_for_key(owner, key: str, digest: str) -> Job | None:
+    earlier = Job.objects.filter(owner=owner, idempotency_key=key).first()
+    if earlier is not None and earlier.request_digest != digest:
+        raise Conflict("this Idempotency-Key was used with another request body")
+    return earlier
 
 
 def job_enqueue(*, job_id: uuid.UUID) -> bool:

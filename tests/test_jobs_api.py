@@ -316,3 +316,40 @@ def test_deleting_a_job_removes_its_folder(api, data_dir):
     (job.directory / "manifest.json").write_text("{}")
     assert api.delete(f"/api/v1/jobs/{job.id}/").status_code == 204
     assert not job.directory.exists()
+
+
+@pytest.mark.django_db
+class TestIdempotency:
+    def test_the_same_key_and_body_return_the_same_job(self, api):
+        first = api.post("/api/v1/jobs/", SELFTEST, HTTP_IDEMPOTENCY_KEY="abc-1")
+        again = api.post("/api/v1/jobs/", SELFTEST, HTTP_IDEMPOTENCY_KEY="abc-1")
+        assert first.status_code == 201
+        assert again.status_code == 200
+        assert again["Idempotent-Replayed"] == "true"
+        assert again.json()["id"] == first.json()["id"]
+        assert Job.objects.count() == 1
+
+    def test_the_same_key_with_another_body_is_409(self, api):
+        api.post("/api/v1/jobs/", SELFTEST, HTTP_IDEMPOTENCY_KEY="abc-2")
+        other = {**SELFTEST, "name": "another"}
+        response = api.post("/api/v1/jobs/", other, HTTP_IDEMPOTENCY_KEY="abc-2")
+        assert response.status_code == 409
+        assert "Idempotency-Key" in response.json()["detail"]
+        assert Job.objects.count() == 1
+
+    def test_keys_belong_to_their_user(self, api, other_api):
+        mine = api.post("/api/v1/jobs/", SELFTEST, HTTP_IDEMPOTENCY_KEY="shared")
+        theirs = other_api.post("/api/v1/jobs/", SELFTEST, HTTP_IDEMPOTENCY_KEY="shared")
+        assert theirs.status_code == 201
+        assert theirs.json()["id"] != mine.json()["id"]
+
+    def test_without_a_key_each_post_is_a_new_job(self, api):
+        api.post("/api/v1/jobs/", SELFTEST)
+        api.post("/api/v1/jobs/", SELFTEST)
+        assert Job.objects.count() == 2
+
+    def test_a_bad_key_is_400_naming_the_header(self, api, data_dir):
+        response = api.post("/api/v1/jobs/", SELFTEST, HTTP_IDEMPOTENCY_KEY="x" * 201)
+        assert response.status_code == 400
+        assert "Idempotency-Key" in response.json()["errors"]
+        assert nothing_written(data_dir)

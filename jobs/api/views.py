@@ -7,9 +7,10 @@ import django_filters
 from django.db import connection
 from django.http import FileResponse, Http404, JsonResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, parsers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
@@ -116,11 +117,35 @@ class JobViewSet(
             return [UserRateThrottle(), ScopedRateThrottle()]
         return super().get_throttles()
 
-    @extend_schema(request=JobRequestSerializer, responses={201: JobSerializer})
+    @extend_schema(
+        request=JobRequestSerializer,
+        responses={201: JobSerializer, 200: JobSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description=(
+                    "Send the same key with the same body again (after a time-out, say) to get "
+                    "the job the first request made (200) instead of a second job; the same key "
+                    "with another body is 409."
+                ),
+            )
+        ],
+    )
     def create(self, request, *args, **kwargs):
-        job = services.job_submit(owner=request.user, payload=request.data)
+        key = request.headers.get("Idempotency-Key", "")
+        if len(key) > 200 or not key.isprintable() or not key.isascii():
+            raise ValidationError({"Idempotency-Key": ["at most 200 printable ASCII characters"]})
+        job, created = services.job_submit(
+            owner=request.user, payload=request.data, idempotency_key=key
+        )
         body = self.get_serializer(job).data
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+        headers = {"Location": body["url"]}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(body, status=code, headers=headers)
 
     def perform_destroy(self, instance):
         services.job_delete(job=instance)
