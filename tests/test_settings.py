@@ -85,3 +85,36 @@ def test_it_uses_sqlite_in_the_data_dir_when_database_url_is_unset(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "data" / "lmweb.sqlite3")
+
+
+def test_check_deploy_reports_nothing_with_production_settings(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in GOOD and not k.startswith("LMWEB_")}
+    env.update(GOOD, LMWEB_DATA_DIR=str(tmp_path / "data"), ALLOWED_HOSTS="lmweb.example.org")
+    env["SECRET_KEY"] = "k3y-" + "".join(chr(97 + (i * 7) % 26) for i in range(60))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_complains_about_debug(tmp_path):
+    result = start(tmp_path, DEBUG="1")
+    assert result.returncode == 0
+    env = {k: v for k, v in os.environ.items() if k not in GOOD and not k.startswith("LMWEB_")}
+    env.update(GOOD, LMWEB_DATA_DIR=str(tmp_path / "data"), DEBUG="1")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "DEBUG" in result.stderr + result.stdout
