@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
@@ -231,7 +231,7 @@ def jobs_recover() -> dict[str, int]:
     """
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.LMWEB_STALE_SECONDS)
-    counts = {"requeued": 0, "failed": 0, "canceled": 0}
+    counts = {"requeued": 0, "failed": 0, "canceled": 0, "resent": 0}
     stale = Job.objects.filter(heartbeat_at__lt=stale_before)
     for job in stale.filter(state__in=[State.INITIALIZING, State.RUNNING]):
         same = Job.objects.filter(pk=job.pk, state=job.state, heartbeat_at=job.heartbeat_at)
@@ -252,8 +252,54 @@ def jobs_recover() -> dict[str, int]:
                 counts["requeued"] += 1
                 log.warning("job %s: controller lost (no heartbeat); requeued", job.id)
                 transaction.on_commit(partial(job_enqueue, job_id=job.id))
+    counts["resent"] = _resend_lost_messages(now - timedelta(seconds=settings.LMWEB_STALE_SECONDS))
     for job in stale.filter(state=State.CANCELING):
         same = Job.objects.filter(pk=job.pk, state=State.CANCELING, heartbeat_at=job.heartbeat_at)
         if same.update(state=State.CANCELED, finished_at=now, claimed_by=""):
             counts["canceled"] += 1
     return counts
+
+
+def _messages_in_broker(queue: str) -> bytes | None:
+    """Every message waiting in or taken from `queue` (raw bytes), or None if Redis is away."""
+    from lmweb.celery import app
+
+    try:
+        with app.connection_for_read() as connection:
+            client = connection.default_channel.client
+            # Kombu keeps one list per priority step, and delivered-but-unacknowledged
+            # messages in the "unacked" hash until the task acknowledges them.
+            keys = [queue, *(f"{queue}\x06\x16{step}" for step in (3, 6, 9))]
+            waiting = [item for key in keys for item in client.lrange(key, 0, -1)]
+            taken = list(client.hvals("unacked"))
+    except Exception:
+        log.warning("recovery: cannot read the broker's queue %s; not resending", queue)
+        return None
+    return b"\n".join(waiting + taken)
+
+
+def _resend_lost_messages(before) -> int:
+    """Send again the queued jobs that no broker message stands for any more (a Redis restart
+    without persistence, a publish that failed after the commit)."""
+    candidates = list(
+        Job.objects.filter(state=State.QUEUED)
+        .filter(
+            models.Q(heartbeat_at__lt=before)
+            | models.Q(heartbeat_at__isnull=True, submitted_at__lt=before)
+        )
+        .values_list("id", flat=True)[:1000]
+    )
+    if not candidates:
+        return 0
+    messages = _messages_in_broker(settings.CELERY_TASK_ROUTES["jobs.run_job"]["queue"])
+    if messages is None:
+        return 0
+    resent = 0
+    for job_id in candidates:
+        if str(job_id).encode() in messages:
+            continue
+        Job.objects.filter(pk=job_id, state=State.QUEUED).update(heartbeat_at=timezone.now())
+        if job_enqueue(job_id=job_id):
+            resent += 1
+            log.warning("job %s: queued but its message was lost; sent again", job_id)
+    return resent
