@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 import uuid
 from datetime import timedelta
 from functools import partial
@@ -271,7 +272,12 @@ def _messages_in_broker(queue: str) -> bytes | None:
             # messages in the "unacked" hash until the task acknowledges them.
             keys = [queue, *(f"{queue}\x06\x16{step}" for step in (3, 6, 9))]
             waiting = [item for key in keys for item in client.lrange(key, 0, -1)]
-            taken = list(client.hvals("unacked"))
+            # A message taken by a worker that then died stays in "unacked" until Redis's
+            # visibility timeout (longer than the longest job): count only recent deliveries.
+            recent = client.zrangebyscore(
+                "unacked_index", time.time() - settings.LMWEB_STALE_SECONDS, "+inf"
+            )
+            taken = [item for item in client.hmget("unacked", recent) if item] if recent else []
     except Exception:
         log.warning("recovery: cannot read the broker's queue %s; not resending", queue)
         return None
