@@ -259,8 +259,13 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
+RECOVER_SECONDS = env_int("LMWEB_RECOVER_SECONDS", 15, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "recover-jobs": {"task": "jobs.recover", "schedule": 15.0, "options": {"expires": 14}},
+    "recover-jobs": {
+        "task": "jobs.recover",
+        "schedule": float(RECOVER_SECONDS),
+        "options": {"expires": max(1, RECOVER_SECONDS - 1)},
+    },
 }
 
 # Execution: makeflow managers advertise to a private catalog server; workers need the password.

@@ -1,8 +1,10 @@
 """The real stack for execution tests: a private catalog server, a Celery controller process,
 Work Queue workers, PostgreSQL and Redis. Nothing is mocked."""
 
+import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -59,6 +61,9 @@ class Stack:
             LMWEB_SCRATCH_DIR=str(self.root / "scratch"),
             LMWEB_POLL_MILLISECONDS="250",
             LMWEB_HEARTBEAT_SECONDS="1",
+            # Recovery within seconds, for the fault tests.
+            LMWEB_STALE_SECONDS="8",
+            LMWEB_RECOVER_SECONDS="2",
             PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         )
         return env
@@ -71,6 +76,13 @@ class Stack:
         self.processes[name] = popen
         self.commands[name] = (args, env)
         return popen
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and everything in its session, as a crash would."""
+        popen = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(timeout=10)
 
     def restart(self, name: str) -> subprocess.Popen:
         args, env = self.commands[name]
@@ -113,6 +125,12 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     the_stack.start(
         "controller",
         [*celery, "-Q", "lmweb-jobs", "-c", "3", "-n", "controller@%h", "-O", "fair"],
+        env,
+    )
+    the_stack.start("housekeeper", [*celery, "-Q", "lmweb", "-c", "1", "-n", "housekeeper@%h"], env)
+    the_stack.start(
+        "scheduler",
+        [sys.executable, "-m", "celery", "-A", "lmweb", "beat", "-s", str(root / "beat")],
         env,
     )
     the_stack.start(
