@@ -173,3 +173,14 @@ def wait_until_finished(client: APIClient, job_id: str, timeout: float) -> dict:
         body = client.get(f"/api/v1/jobs/{job_id}/").json()
         logs = client.stack.log("controller")[-4000:]
         raise AssertionError(f"job not finished in {timeout} s: {body}\n{logs}") from None
+
+
+@pytest.fixture
+def report(request, capsys):
+    """Print a figure to the terminal even under output capture (fault tests state counts)."""
+
+    def say(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n[{request.node.name}] {text}", flush=True)
+
+    return say

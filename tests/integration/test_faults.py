@@ -14,7 +14,7 @@ from .test_execution import submit
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_controller_stopped_with_sigterm_hands_its_job_back_unfailed(live):
+def test_a_controller_stopped_with_sigterm_hands_its_job_back_unfailed(live, report):
     stack = live.stack
     job = submit(live, {"workflow": "selftest", "params": {"tasks": 6, "seconds": 2}})
     wait_for(lambda: Job.objects.get(pk=job["id"]).rules_done >= 1, timeout=60)
@@ -30,7 +30,7 @@ def test_a_controller_stopped_with_sigterm_hands_its_job_back_unfailed(live):
     assert done["state"] == "COMPLETE", done
     log = (stack.data_dir / "jobs" / job["id"] / "main.mf.json.makeflowlog").read_text()
     assert log.count("# STARTED") == 2  # the rerun resumed the same log
-    print(f"\nSIGTERM hand-back: {done['attempts']} attempt(s) counted, makeflow started twice")
+    report(f"SIGTERM hand-back: {done['attempts']} attempt(s) counted, makeflow started twice")
 
 
 def pids_of(text: str) -> list[int]:
@@ -51,7 +51,7 @@ def rule_runs(client, job_id: str) -> list[int]:
     return [task["attempts"] for task in tasks]
 
 
-def test_kill_9_of_the_controller_in_the_middle_of_10_jobs_loses_nothing(live):
+def test_kill_9_of_the_controller_in_the_middle_of_10_jobs_loses_nothing(live, report):
     stack = live.stack
     jobs = [
         submit(live, {"workflow": "selftest", "params": {"tasks": 3, "seconds": 1.5}})["id"]
@@ -64,8 +64,8 @@ def test_kill_9_of_the_controller_in_the_middle_of_10_jobs_loses_nothing(live):
     finished = [wait_until_finished(live, job_id, timeout=300) for job_id in jobs]
     states = [job["state"] for job in finished]
     runs = [n for job_id in jobs for n in rule_runs(live, job_id)]
-    print(
-        f"\nkill -9 controller: {running} jobs running at the kill; "
+    report(
+        f"kill -9 controller: {running} jobs running at the kill; "
         f"{states.count('COMPLETE')}/10 COMPLETE; rule runs: max {max(runs)}, "
         f"{sum(1 for n in runs if n > 1)} of {len(runs)} rules ran twice"
     )
@@ -73,18 +73,18 @@ def test_kill_9_of_the_controller_in_the_middle_of_10_jobs_loses_nothing(live):
     assert max(runs) <= 2
 
 
-def test_kill_9_of_a_work_queue_worker_mid_rule_loses_nothing(live):
+def test_kill_9_of_a_work_queue_worker_mid_rule_loses_nothing(live, report):
     job = submit(live, {"workflow": "selftest", "params": {"tasks": 3, "seconds": 4.25}})
     wait_for(lambda: pids_of("4.25"), timeout=60)
     victims = pids_of("work_queue_worker")
     assert victims
     os.kill(victims[0], signal.SIGKILL)
     done = wait_until_finished(live, job["id"], timeout=180)
-    print(f"\nkill -9 worker: job {done['state']}, rule runs {rule_runs(live, job['id'])}")
+    report(f"kill -9 worker: job {done['state']}, rule runs {rule_runs(live, job['id'])}")
     assert done["state"] == "COMPLETE"
 
 
-def test_kill_9_of_makeflow_is_resumed_from_its_log(live):
+def test_kill_9_of_makeflow_is_resumed_from_its_log(live, report):
     job = submit(live, {"workflow": "selftest", "params": {"tasks": 4, "seconds": 2}})
     project = f"lmweb-{live.stack.deployment}-{job['id']}"
     wait_for(lambda: Job.objects.get(pk=job["id"]).rules_done >= 1, timeout=60)
@@ -94,8 +94,8 @@ def test_kill_9_of_makeflow_is_resumed_from_its_log(live):
     done = wait_until_finished(live, job["id"], timeout=180)
     log = (live.stack.data_dir / "jobs" / job["id"] / "main.mf.json.makeflowlog").read_text()
     runs = rule_runs(live, job["id"])
-    print(
-        f"\nkill -9 makeflow: job {done['state']}, "
+    report(
+        f"kill -9 makeflow: job {done['state']}, "
         f"makeflow started {log.count('# STARTED')} times, rule runs {runs}"
     )
     assert done["state"] == "COMPLETE"
