@@ -353,3 +353,49 @@ class TestIdempotency:
         assert response.status_code == 400
         assert "Idempotency-Key" in response.json()["errors"]
         assert nothing_written(data_dir)
+
+
+@pytest.mark.django_db
+class TestDownloads:
+    @pytest.fixture
+    def finished_job(self, api, data_dir):
+        from jobs.models import Output
+
+        job = Job.objects.create(owner=api.user, workflow="selftest", request={}, state="COMPLETE")
+        (job.directory / "outputs").mkdir(parents=True)
+        (job.directory / "outputs" / "result.csv").write_text("a,b\n")
+        (job.directory / "package.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+        (data_dir / "secret.txt").write_text("not yours")
+        Output.objects.create(
+            job=job, path="result.csv", role="result", media_type="text/csv", size=4, sha256="x"
+        )
+        return job
+
+    def test_a_cataloged_output_downloads(self, api, finished_job):
+        response = api.get(f"/api/v1/jobs/{finished_job.id}/outputs/result.csv")
+        assert response.status_code == 200
+        assert b"".join(response.streaming_content) == b"a,b\n"
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "../../secret.txt",
+            "..%2F..%2Fsecret.txt",
+            "%2e%2e/%2e%2e/secret.txt",
+            "/etc/passwd",
+            "result.csv/../../../secret.txt",
+            "RESULT.CSV",
+        ],
+    )
+    def test_path_traversal_is_404(self, api, finished_job, path):
+        response = api.get(f"/api/v1/jobs/{finished_job.id}/outputs/{path}")
+        assert response.status_code == 404
+
+    def test_another_users_output_tasks_and_package_are_404(self, other_api, finished_job):
+        base = f"/api/v1/jobs/{finished_job.id}"
+        for path in ["/outputs/result.csv", "/outputs/", "/tasks/", "/package/", "/"]:
+            assert other_api.get(base + path).status_code == 404, path
+
+    def test_the_package_of_an_unfinished_job_is_404(self, api, finished_job):
+        Job.objects.filter(pk=finished_job.pk).update(state="RUNNING")
+        assert api.get(f"/api/v1/jobs/{finished_job.id}/package/").status_code == 404

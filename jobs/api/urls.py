@@ -12,5 +12,10 @@ router.register("workflows", WorkflowViewSet, basename="workflow")
 
 urlpatterns = [
     path("service-info/", ServiceInfoView.as_view(), name="service-info"),
+    path(
+        "jobs/<uuid:pk>/outputs/<path:path>",
+        JobViewSet.as_view({"get": "output_file"}),
+        name="job-output-file",
+    ),
     *router.urls,
 ]

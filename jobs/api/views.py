@@ -176,13 +176,8 @@ class JobViewSet(
         return self.get_paginated_response(serializer.data)
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
-    @action(
-        detail=True,
-        methods=["get"],
-        url_path=r"outputs/(?P<path>.+)",
-        url_name="output-file",
-    )
     def output_file(self, request, pk=None, path=None):
+        """One output file (routed in urls.py: its path keeps no trailing slash)."""
         job = self.get_object()
         # Only cataloged paths are served, so no user string ever becomes a file system path.
         output = Output.objects.filter(job=job, path=path).first()
