@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import jsonschema
 from django.db.models import QuerySet
+from jsonschema.validators import extend
 
 import translators
 
@@ -13,6 +14,13 @@ from .models import Dataset
 
 # Deeply nested or huge requests are refused before the schema walks them.
 MAX_DEPTH = 12
+
+# JSON Schema counts 3.0 as an integer, but the translators use integers as counts (range(),
+# file names): a float accepted here would only crash the job once it ran.
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)
+)
+_Validator = extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
 
 
 class RequestInvalid(Exception):
@@ -51,11 +59,41 @@ def _depth(value, limit: int) -> int:
     return deepest
 
 
+def _unstorable(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate ("\ud800" is valid JSON)
+        return True
+    return False
+
+
+def _text_errors(payload: dict) -> dict[str, list[str]]:
+    """NUL characters and unpaired surrogates in any key or string: valid JSON, but PostgreSQL
+    cannot store them (a 500 at INSERT time) nor can a response carry them back."""
+    errors: dict[str, list[str]] = {}
+    message = "holds a NUL character or an unpaired surrogate, which cannot be stored"
+    stack: list[tuple[object, list]] = [(payload, [])]
+    while stack:
+        item, parts = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if _unstorable(key):
+                    # The key itself cannot appear in the (UTF-8) response: name its parent.
+                    errors.setdefault(_path(parts), []).append(f"a key {message}")
+                else:
+                    stack.append((child, [*parts, key]))
+        elif isinstance(item, list):
+            stack.extend((child, [*parts, index]) for index, child in enumerate(item))
+        elif isinstance(item, str) and _unstorable(item):
+            errors.setdefault(_path(parts), []).append(message)
+    return errors
+
+
 def _schema_errors(schema: dict, payload: dict) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
-    validator = jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+    validator = _Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     for error in validator.iter_errors(payload):
         parts = list(error.absolute_path)
         if error.validator == "additionalProperties":
@@ -82,10 +120,25 @@ def _schema_errors(schema: dict, payload: dict) -> dict[str, list[str]]:
 
 def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
     """Validate `payload`; `datasets` is what the caller may use as inputs."""
-    if not isinstance(payload, dict):
-        raise RequestInvalid({"request": ["expected a JSON object"]})
+    # Exactly dict: a form or multipart body parses to a QueryDict (a dict subclass) whose
+    # values are lists behind a dict's face; it would pass the schema with the wrong shapes.
+    if type(payload) is not dict:
+        raise RequestInvalid({"request": ["expected a JSON object (send application/json)"]})
+    # Before anything names a key in an error: a key that cannot be stored cannot be shown.
+    # The walk has no recursion; the JSON parser has already bounded the depth.
+    errors = _text_errors(payload)
+    if errors:
+        raise RequestInvalid(errors)
     if _depth(payload, MAX_DEPTH) > MAX_DEPTH:
-        raise RequestInvalid({"request": [f"nested deeper than {MAX_DEPTH} levels"]})
+        # Name the member that is too deep (tags, params...), not just the request.
+        too_deep = [f"nested deeper than {MAX_DEPTH} levels"]
+        raise RequestInvalid(
+            {
+                key: too_deep
+                for key, value in payload.items()
+                if _depth(value, MAX_DEPTH - 1) > MAX_DEPTH - 1
+            }
+        )
     name = payload.get("workflow")
     if not isinstance(name, str) or not name:
         raise RequestInvalid({"workflow": ["this field is required: a workflow name"]})
@@ -99,6 +152,15 @@ def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
         ) from None
 
     errors = _schema_errors(workflow.request_schema(), payload)
+    if not errors:
+        # Checks across fields that a JSON Schema cannot express (min below max, say).
+        try:
+            workflow.validate(payload)
+        except translators.InvalidRequest as exc:
+            for problem in exc.errors:
+                where, _, message = problem.partition(": ")
+                parts = [int(p) if p.isdigit() else p for p in where.split("/") if p]
+                errors.setdefault(_path(parts), []).append(message or problem)
     if errors:
         raise RequestInvalid(errors)
 

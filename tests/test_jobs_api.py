@@ -399,3 +399,21 @@ class TestDownloads:
     def test_the_package_of_an_unfinished_job_is_404(self, api, finished_job):
         Job.objects.filter(pk=finished_job.pk).update(state="RUNNING")
         assert api.get(f"/api/v1/jobs/{finished_job.id}/package/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_cross_field_checks_name_the_field(api, data_dir):
+    csv = upload(api, "occ.csv", b"species_name,x,y\nA b,1,2\n").json()
+    body = {
+        "workflow": "occurrence-cleaning",
+        "inputs": {"occurrences": [csv["id"]]},
+        "params": {
+            "wranglers": [{"type": "bounding_box", "min_x": 10, "max_x": 0, "min_y": 0, "max_y": 5}]
+        },
+    }
+    response = api.post("/api/v1/jobs/", body)
+    assert response.status_code == 400, response.content
+    assert "min_x must be below max_x" in response.json()["errors"]["params.wranglers[0]"][0]
+    assert nothing_written(data_dir)
+    body["params"]["wranglers"][0].update(min_x=-10)
+    assert api.post("/api/v1/jobs/", body).status_code == 201

@@ -1,11 +1,13 @@
 """Workflow catalog: pure translators from a job request and staged inputs to makeflow stages."""
 
-from translators import pam_stats, selftest
+from translators import occurrence_cleaning, pam_stats, selftest
 from translators.base import InputSpec, InvalidRequest, Stage, UnknownWorkflow, Workflow
 
 __all__ = ["InputSpec", "InvalidRequest", "Stage", "UnknownWorkflow", "Workflow", "get", "names"]
 
-_CATALOG: dict[str, Workflow] = {w.name: w for w in (selftest.WORKFLOW, pam_stats.WORKFLOW)}
+_CATALOG: dict[str, Workflow] = {
+    w.name: w for w in (selftest.WORKFLOW, pam_stats.WORKFLOW, occurrence_cleaning.WORKFLOW)
+}
 
 
 def names() -> list[str]:

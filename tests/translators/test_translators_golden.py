@@ -37,8 +37,11 @@ def test_a_completed_stage_is_not_planned_again(case):
 
 
 def test_every_golden_file_belongs_to_a_case(cases, golden_dir):
+    # Multi-stage workflows keep their cases in their own test modules; this list covers the
+    # workflows whose cases live in conftest.py.
+    prefixes = tuple(f"{case.workflow}-" for case in cases.values())
     names = {f"{name}.{kind}.json" for name in cases for kind in ("makeflow", "files")}
-    on_disk = {path.name for path in golden_dir.iterdir()}
+    on_disk = {path.name for path in golden_dir.iterdir() if path.name.startswith(prefixes)}
     assert on_disk <= names, f"stale golden files: {sorted(on_disk - names)}"
 
 
