@@ -121,7 +121,11 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     for queue in ("lmweb-jobs", "lmweb"):
         broker.delete(queue)
     env = the_stack.env(connection.settings_dict["NAME"])
-    celery = [sys.executable, "-m", "celery", "-A", "lmweb", "worker", "-l", "INFO"]
+    # As in the Procfile: workers under keep-running (a broker outage can make a Celery worker
+    # exit), without gossip and mingle (broker chatter we do not use).
+    keep = str(ROOT / "scripts" / "keep-running")
+    celery = [keep, sys.executable, "-m", "celery", "-A", "lmweb", "worker", "-l", "INFO",
+              "--without-gossip", "--without-mingle"]  # fmt: skip
     the_stack.start(
         "controller",
         [*celery, "-Q", "lmweb-jobs", "-c", "3", "-n", "controller@%h", "-O", "fair"],
