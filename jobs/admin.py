@@ -1,7 +1,8 @@
 """The operators' view: jobs, datasets and outputs, with cancel and requeue."""
 
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from . import services
 from .models import Dataset, Job, JobInput, Output
@@ -38,7 +39,7 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["id", "name", "owner__username", "error_message"]
     date_hierarchy = "submitted_at"
     list_select_related = ["owner"]
-    readonly_fields = [f.name for f in Job._meta.fields] + ["progress_bar"]
+    readonly_fields = [f.name for f in Job._meta.fields] + ["progress_bar", "pictures", "package"]
     inlines = [JobInputInline, OutputInline]
     actions = ["cancel_jobs", "requeue_jobs"]
 
@@ -56,6 +57,32 @@ class JobAdmin(admin.ModelAdmin):
             percent,
             job.rules_done,
             job.rules_total,
+        )
+
+    @admin.display(description="pictures")
+    def pictures(self, job: Job):
+        images = job.outputs.filter(media_type__startswith="image/").exclude(
+            media_type="image/tiff"
+        )
+        if not images:
+            return "-"
+        return format_html_join(
+            "",
+            '<figure style="display:inline-block;margin:0 1em 1em 0">'
+            '<img src="{}" alt="{}" style="max-width:480px;border:1px solid #ccc">'
+            "<figcaption>{}</figcaption></figure>",
+            (
+                (reverse("job-output-file", kwargs={"pk": job.pk, "path": o.path}), o.path, o.path)
+                for o in images
+            ),
+        )
+
+    @admin.display(description="package")
+    def package(self, job: Job):
+        if job.state != "COMPLETE":
+            return "-"
+        return format_html(
+            '<a href="{}">download the package</a>', reverse("job-package", args=[job.pk])
         )
 
     @admin.action(description="Cancel the selected jobs")

@@ -137,3 +137,20 @@ def test_the_requeue_action_requeues_failed_jobs_only(make_user, client):
     failed.refresh_from_db()
     running.refresh_from_db()
     assert (failed.state, running.state) == ("QUEUED", "RUNNING")
+
+
+@pytest.mark.django_db
+def test_the_admin_job_page_shows_pictures_and_the_package(make_user, client, data_dir):
+    from jobs.models import Output
+
+    staff = make_user("op", staff=True)
+    staff.is_superuser = True
+    staff.save()
+    job = Job.objects.create(owner=staff, workflow="selftest", request={}, state="COMPLETE")
+    Output.objects.create(
+        job=job, path="heatmap.png", role="result", media_type="image/png", size=1, sha256="x"
+    )
+    client.force_login(staff)
+    page = client.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
+    assert f'src="/api/v1/jobs/{job.id}/outputs/heatmap.png"' in page
+    assert f'href="/api/v1/jobs/{job.id}/package/"' in page

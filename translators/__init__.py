@@ -1,12 +1,19 @@
 """Workflow catalog: pure translators from a job request and staged inputs to makeflow stages."""
 
-from translators import occurrence_cleaning, pam_stats, selftest
+from translators import mcpa, occurrence_cleaning, pam_stats, selftest, species_pam
 from translators.base import InputSpec, InvalidRequest, Stage, UnknownWorkflow, Workflow
 
 __all__ = ["InputSpec", "InvalidRequest", "Stage", "UnknownWorkflow", "Workflow", "get", "names"]
 
 _CATALOG: dict[str, Workflow] = {
-    w.name: w for w in (selftest.WORKFLOW, pam_stats.WORKFLOW, occurrence_cleaning.WORKFLOW)
+    w.name: w
+    for w in (
+        selftest.WORKFLOW,
+        pam_stats.WORKFLOW,
+        occurrence_cleaning.WORKFLOW,
+        species_pam.WORKFLOW,
+        mcpa.WORKFLOW,
+    )
 }
 
 

@@ -75,6 +75,9 @@ class Workflow:
     params_schema: dict
     dataset_inputs: dict[str, InputSpec] = {}
     example: dict
+    # The example's placeholder dataset ids -> files of the project's sample data (paths relative
+    # to shared/data), so that the example can be run as given.
+    example_data: dict[str, str] = {}
 
     @property
     def inputs_schema(self) -> dict:

@@ -321,6 +321,11 @@ class OccurrenceCleaning(Workflow):
         },
         "tags": {"project": "heuchera"},
     }
+    example_data = {
+        "00000000-0000-0000-0000-000000000001": "heuchera/heuchera.csv",
+        "00000000-0000-0000-0000-000000000002": "dwca/idigbio_acer_rubrum.zip",
+        "00000000-0000-0000-0000-000000000003": "wranglers/name_map.txt",
+    }
 
     def request_schema(self) -> dict:
         schema = super().request_schema()

@@ -164,13 +164,17 @@ class PamStats(Workflow):
     }
     example = {
         "workflow": "pam-stats",
-        "name": "Heuchera PAM, 100 randomizations",
+        "name": "Heuchera PAM, 20 randomizations",
         "inputs": {
             "pam": "00000000-0000-0000-0000-000000000001",
             "tree": "00000000-0000-0000-0000-000000000002",
         },
-        "params": {"randomizations": 100, "p_value_method": "fdr", "alpha": 0.05},
+        "params": {"randomizations": 20, "p_value_method": "fdr", "alpha": 0.05},
         "tags": {"project": "heuchera"},
+    }
+    example_data = {
+        "00000000-0000-0000-0000-000000000001": "heuchera/heuchera_rfolk_1deg_global_noempties.lmm",
+        "00000000-0000-0000-0000-000000000002": "heuchera/heuchera.nex",
     }
 
     def next_stage(self, params, inputs, done, produced):

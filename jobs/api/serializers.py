@@ -136,6 +136,13 @@ class WorkflowSerializer(serializers.Serializer):
     inputs = serializers.SerializerMethodField()
     schema = serializers.SerializerMethodField()
     example = serializers.JSONField()
+    example_data = serializers.DictField(
+        child=serializers.CharField(),
+        help_text=(
+            "Which file of the sample data each example dataset id stands for (a folder is "
+            "uploaded as a zip)."
+        ),
+    )
 
     def get_url(self, workflow) -> str:
         return reverse(

@@ -3,17 +3,12 @@
 import hashlib
 import io
 import json
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from jobs.models import Job
-from tests.conftest import SHARED_DATA, upload
+from tests.conftest import SHARED_DATA
 
 from .conftest import wait_for, wait_until_finished
 
@@ -109,69 +104,3 @@ def test_cancel_mid_run_stops_makeflow_and_its_tasks(live):
     # Within seconds nothing of the job runs: no makeflow, no task on any worker.
     wait_for(lambda: not processes_mentioning(project), timeout=15)
     wait_for(lambda: not processes_mentioning("97.125"), timeout=15)
-
-
-def test_pam_stats_on_heuchera_matches_lmpy_run_by_hand(live, tmp_path):
-    pam = upload(
-        live, "heuchera.lmm", (HEUCHERA / "heuchera_rfolk_1deg_global_noempties.lmm").read_bytes()
-    )
-    tree = upload(live, "heuchera.nex", (HEUCHERA / "heuchera.nex").read_bytes())
-    body = {
-        "workflow": "pam-stats",
-        "name": "Heuchera",
-        "inputs": {"pam": pam.json()["id"], "tree": tree.json()["id"]},
-        "params": {"randomizations": 2, "p_value_method": "fdr", "alpha": 0.05},
-    }
-    job = submit(live, body)
-    done = wait_until_finished(live, job["id"], timeout=600)
-    assert done["state"] == "COMPLETE", done
-    outputs = {o["path"] for o in live.get(f"/api/v1/jobs/{job['id']}/outputs/").json()["results"]}
-    assert {"observed_site_stats.lmm", "observed_species_stats.lmm"} <= outputs
-
-    # By hand: the same tools, in the same order, on the same files.
-    job_dir = live.stack.data_dir / "jobs" / job["id"]
-    config = job_dir / "work" / "config"
-    hand = tmp_path / "hand"
-    hand.mkdir()
-    bin_dir = Path(sys.executable).parent
-
-    def run(*args):
-        done = subprocess.run([*args], cwd=hand, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, f"{args}: {done.stderr[-2000:]}"
-
-    (hand / "inputs").mkdir()
-    shutil.copy(HEUCHERA / "heuchera_rfolk_1deg_global_noempties.lmm", hand / "inputs/pam.lmm")
-    shutil.copy(HEUCHERA / "heuchera.nex", hand / "inputs/tree.nex")
-    (hand / "outputs").mkdir()
-    matched = "outputs/matched_pam.lmm"  # where the tree wrangler's configuration looks
-    run(str(bin_dir / "wrangle_matrix"), "inputs/pam.lmm", str(config / "match_pam.json"), matched)
-    run(
-        str(bin_dir / "wrangle_tree"),
-        "inputs/tree.nex",
-        "nexus",
-        str(config / "match_tree.json"),
-        "plain.nex",
-        "nexus",
-    )
-    run(str(bin_dir / "python3"), str(config / "annotate_tree.py"), "plain.nex", "tree.nex")
-    run(
-        str(bin_dir / "calculate_pam_stats"),
-        "--tree_filename",
-        "tree.nex",
-        "--diversity_matrix",
-        "diversity.lmm",
-        "--site_stats_matrix",
-        "site_stats.lmm",
-        "--species_stats_matrix",
-        "species_stats.lmm",
-        matched,
-    )
-    from lmpy import Matrix
-
-    for name in ("diversity", "site_stats", "species_stats"):
-        service = Matrix.load(str(job_dir / "outputs" / f"observed_{name}.lmm"))
-        by_hand = Matrix.load(str(hand / f"{name}.lmm"))
-        assert service.shape == by_hand.shape, name
-        assert np.array_equal(np.asarray(service), np.asarray(by_hand), equal_nan=True), name
-        assert service.get_headers() == by_hand.get_headers(), name
-    assert Job.objects.get(pk=job["id"]).outputs.count() == len(outputs)

@@ -1,0 +1,154 @@
+"""Every workflow's example request, submitted as given on the sample data, reaches COMPLETE,
+and its deterministic outputs equal those of the same commands run by hand."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import translators
+from tests.conftest import SHARED_DATA, upload
+
+from .conftest import wait_until_finished
+from .test_execution import submit
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def submit_example(client, name: str) -> str:
+    workflow = translators.get(name)
+    assert workflow.example_data, f"{name} names no sample data for its example"
+    text = json.dumps(workflow.example)
+    for placeholder, relative in workflow.example_data.items():
+        path = SHARED_DATA / relative
+        if path.is_dir():  # a folder of shapefiles is uploaded as a zip, as a user would
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
+                for member in sorted(path.iterdir()):
+                    archive.write(member, member.name)
+            content, filename = buffer.getvalue(), path.name + ".zip"
+        else:
+            content, filename = path.read_bytes(), path.name
+        response = upload(client, filename, content)
+        assert response.status_code == 201, response.content
+        text = text.replace(placeholder, response.json()["id"])
+    return submit(client, json.loads(text))["id"]
+
+
+# Outputs that do not depend on randomization, per workflow (checked against a run by hand).
+DETERMINISTIC = {
+    "pam-stats": [
+        "outputs/observed_diversity.lmm",
+        "outputs/observed_site_stats.lmm",
+        "outputs/observed_species_stats.lmm",
+        "outputs/matched_pam.lmm",
+    ],
+    # Two species' files: the split and their own cleaning rules (not all 60).
+    "occurrence-cleaning": ["outputs/species/*.csv"],
+    "species-pam": ["outputs/pam.lmm", "outputs/site_stats.lmm", "outputs/species_stats.lmm"],
+    # F-values are exact; the semi-partial signs depend on encode_tree_mcpa's unseeded draws.
+    "mcpa": ["outputs/mcpa_f_values.lmm", "outputs/environment.lmm", "outputs/biogeography.lmm"],
+}
+
+
+def load_rules(job_dir: Path) -> list[dict]:
+    stages = json.loads((job_dir / "stages.json").read_text())["started"]
+    rules = []
+    for stage in stages:
+        rules += json.loads((job_dir / f"{stage}.mf.json").read_text())["rules"]
+    return rules
+
+
+def _name(entry) -> str:
+    return entry if isinstance(entry, str) else entry["dag_name"]
+
+
+def rules_for(rules: list[dict], targets: list[str]) -> list[dict]:
+    """The rules (in stage and file order) that make `targets`, with all they depend on."""
+    maker = {_name(out): i for i, rule in enumerate(rules) for out in rule["outputs"]}
+    needed, pending = set(), list(targets)
+    while pending:
+        path = pending.pop()
+        index = maker.get(path)
+        if index is None:
+            # A file inside a folder output: the rule making the folder.
+            index = next((i for out, i in maker.items() if path.startswith(out + "/")), None)
+        if index is None or index in needed:
+            continue
+        needed.add(index)
+        pending += [_name(p) for p in rules[index]["inputs"]]
+    return [rules[i] for i in sorted(needed)]
+
+
+def run_by_hand(job_dir: Path, hand: Path, targets: list[str]) -> None:
+    """Run the job's own rule commands, one after another in one folder, with no makeflow:
+    only the files no rule makes (staged inputs, stage files) are copied from the job."""
+    rules = load_rules(job_dir)
+    made = {_name(out) for rule in rules for out in rule["outputs"]}
+    sources = {_name(p) for rule in rules for p in rule["inputs"]} - made
+    for source in sources:
+        if not any(source.startswith(m + "/") for m in made):
+            (hand / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(job_dir / source, hand / source)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    for rule in rules_for(rules, targets):
+        done = subprocess.run(
+            ["/bin/sh", "-c", rule["command"]], cwd=hand, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, (rule["command"][:300], done.stderr[-1500:])
+
+
+def same_content(a: Path, b: Path) -> bool:
+    if a.suffix == ".lmm":
+        from lmpy import Matrix
+
+        left, right = Matrix.load(str(a)), Matrix.load(str(b))
+        return (
+            left.shape == right.shape
+            and np.array_equal(np.asarray(left), np.asarray(right), equal_nan=True)
+            and left.get_headers() == right.get_headers()
+        )
+    return a.read_bytes() == b.read_bytes()
+
+
+def test_every_example_request_completes_as_given(live, report, tmp_path):
+    # All at once: the workers share them, as they would a lab's jobs.
+    jobs = {name: submit_example(live, name) for name in translators.names() if name != "selftest"}
+    results = {
+        name: wait_until_finished(live, job_id, timeout=900) for name, job_id in jobs.items()
+    }
+    for name, job in results.items():
+        outputs = live.get(f"/api/v1/jobs/{job['id']}/outputs/?page_size=500").json()
+        report(
+            f"{name}: {job['state']}, {job['progress']['total']} rules, "
+            f"{outputs.get('count', 0)} outputs"
+        )
+    assert {name: job["state"] for name, job in results.items()} == dict.fromkeys(
+        results, "COMPLETE"
+    ), {name: job["error"] for name, job in results.items()}
+
+    for name, job in results.items():
+        job_dir = live.stack.data_dir / "jobs" / job["id"]
+        targets = []
+        for pattern in DETERMINISTIC.get(name, []):
+            found = sorted(p.relative_to(job_dir).as_posix() for p in job_dir.glob(pattern))
+            assert found, f"{name}: no {pattern}"
+            targets += found[:2]
+        if not targets:
+            continue
+        hand = tmp_path / name
+        run_by_hand(job_dir, hand, targets)
+        differing = [t for t in targets if not same_content(job_dir / t, hand / t)]
+        report(f"{name}: {len(targets) - len(differing)}/{len(targets)} outputs equal by hand")
+        assert differing == [], name
+        # The package holds exactly what the manifest lists.
+        with zipfile.ZipFile(job_dir / "package.zip") as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            packaged = {n for n in archive.namelist() if n != "manifest.json"}
+        assert packaged == {f"outputs/{o['path']}" for o in manifest["outputs"]}
