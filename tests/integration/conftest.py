@@ -7,7 +7,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,21 +17,14 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from jobs import runner
-from tests.runner.conftest import free_port
+from tests.runner.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FINISHED = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, interval)
 
 
 class Stack:
