@@ -71,7 +71,7 @@ def dataset_create(*, owner: AbstractBaseUser, upload: UploadedFile, name: str =
         raw = staging / "upload"
         size, sha256 = _sha256_copy(upload, raw, limit)
         detected = formats.detect(raw, original)
-        if formats.EXTENSIONS[detected] == ".zip":
+        if formats.EXTENSIONS[detected] in {".zip", ".lmm"}:
             try:
                 inspection.check_zip_members(raw)
             except inspection.BadContent as exc:
@@ -108,7 +108,8 @@ def dataset_delete(*, dataset: Dataset) -> None:
 
 
 def _digest(payload) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # ASCII escapes: any string the JSON parser accepted (lone surrogates too) can be digested.
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

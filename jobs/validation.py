@@ -1,5 +1,7 @@
 """Check a job request against its workflow schema and the caller's datasets, naming bad fields."""
 
+import functools
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -20,7 +22,36 @@ MAX_DEPTH = 12
 _TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
     "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)
 )
-_Validator = extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
+
+
+@functools.lru_cache(maxsize=256)
+def _ecma_pattern(pattern: str) -> re.Pattern:
+    """`pattern` with its end anchors as JSON Schema (ECMA-262) means them: Python's `$` also
+    matches before a final newline, so "hypSide\\n" would pass "^[A-Za-z0-9_]+$"."""
+    out, escaped, in_class = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        out.append(char)
+    return re.compile("".join(out))
+
+
+def _pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not _ecma_pattern(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = extend(
+    jsonschema.Draft202012Validator, validators={"pattern": _pattern}, type_checker=_TYPES
+)
 
 
 class RequestInvalid(Exception):

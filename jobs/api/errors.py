@@ -1,10 +1,12 @@
 """One error shape: {"detail": ..., "errors": {field: [messages]}} with the right status."""
 
 import logging
+import traceback
 
-from django.db import InterfaceError, OperationalError
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.db import DataError, InterfaceError, OperationalError
 from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from ..services import Conflict, TooLarge
@@ -31,8 +33,28 @@ class ServiceUnavailable(APIException):
     default_code = "unavailable"
 
 
+def _raised_by_parser(exc: BaseException) -> bool:
+    return any(
+        frame.f_globals.get("__name__") == "rest_framework.parsers"
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
+
+
 def exception_handler(exc, context):
-    if isinstance(exc, RequestInvalid):
+    # Django's own refusals of a body (SuspiciousOperation) would otherwise become its HTML 400.
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge("the request body is larger than the limit for non-file data")
+    elif isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        exc = ParseError(str(exc))
+    elif isinstance(exc, RecursionError) and _raised_by_parser(exc):
+        # JSON nested a few thousand levels deep: the stdlib decoder recurses, DRF catches only
+        # ValueError. A RecursionError anywhere else stays a server error.
+        exc = ParseError("JSON parse error - nested too deeply")
+    elif isinstance(exc, DataError) and "NUL" in str(exc):
+        # psycopg refuses a NUL character in a query parameter (an output path, a token) before
+        # sending it: the client's string, so a 400 rather than a 500.
+        exc = ParseError("the request holds a NUL character")
+    elif isinstance(exc, RequestInvalid):
         exc = ValidationError(exc.errors)
     elif isinstance(exc, TooLarge):
         exc = PayloadTooLarge(str(exc))

@@ -72,6 +72,8 @@ class DatasetViewSet(
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if declared.isdigit() and int(declared) > settings.UPLOAD_MAX_BYTES + 64 * 1024:
             raise PayloadTooLarge(f"uploads are limited to {settings.UPLOAD_MAX_BYTES} bytes")
+        if len(request.FILES.getlist("file")) > 1:
+            raise ValidationError({"file": ["one file per upload"]})
         upload = DatasetUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         dataset = services.dataset_create(
