@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -679,6 +680,18 @@ def start_factory(
         )
 
 
+# How often the pool checks that the managers it serves still listen.
+PROBE_SECONDS = 5.0
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 class DirectPool:
     """Workers for every manager the catalog advertises, pointed straight at its host and port.
 
@@ -707,6 +720,7 @@ class DirectPool:
         # Last catalog update acted upon, per manager: a record that stopped changing belongs
         # to a manager that is gone (records outlive managers), so it gets no new workers.
         self._seen: dict[tuple[str, int], int] = {}
+        self._last_probe = 0.0
 
     def _reap(self) -> int:
         for key, popens in list(self.workers.items()):
@@ -717,8 +731,21 @@ class DirectPool:
                 del self.workers[key]
         return sum(len(popens) for popens in self.workers.values())
 
+    def _release_gone_managers(self) -> None:
+        """Stop the workers of managers that no longer listen (finished, canceled, killed):
+        a worker started for a manager that died before it connected would keep trying, and
+        hold a place in the pool, for its whole connect timeout."""
+        now = time.monotonic()
+        if now - self._last_probe < PROBE_SECONDS:
+            return
+        self._last_probe = now
+        for key in list(self.workers):
+            if not _listening(*key):
+                stop_processes(self.workers.pop(key), grace=1.0)
+
     def step(self) -> int:
         """Start the workers the catalog says are missing; returns how many were started."""
+        self._release_gone_managers()
         running = self._reap()
         try:
             records = query_catalog(self.catalog, timeout=2.0)

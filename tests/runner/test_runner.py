@@ -387,3 +387,26 @@ def test_the_direct_pool_serves_a_new_manager_within_seconds(procs, workdir, tmp
         wait_until(lambda: pool.step() == 0 and not pool._reap(), timeout=10)
     finally:
         pool.stop()
+
+
+def test_the_direct_pool_frees_the_places_of_a_manager_that_died(procs, workdir, tmp_path):
+    deployment = f"gone{secrets.token_hex(3)}"
+    dag = write_dag(workdir, [logged_rule(f"r{n}", "sleep 30", []) for n in range(2)])
+    pool = runner.DirectPool(
+        catalog=procs.catalog,
+        project_regex=runner.project_regex(deployment),
+        spec=procs.spec(scratch_dir=tmp_path / "pool", connect_timeout=120, idle_timeout=120),
+        max_workers=2,
+    )
+    try:
+        run = procs.start(workdir, dag, project=runner.project_name(deployment, "job"))
+        wait_until(lambda: pool.step() or pool._reap() == 2, timeout=10)
+        workers = [p for popens in pool.workers.values() for p in popens]
+        assert len(workers) == 2
+        os.killpg(run.pid, signal.SIGKILL)  # the manager dies without a word to its workers
+        run.popen.wait(timeout=10)
+        # Within a probe period the pool stops those workers and has room again.
+        wait_until(lambda: (pool.step(), pool._reap())[1] == 0, timeout=runner.PROBE_SECONDS + 5)
+        assert all(worker.poll() is not None for worker in workers)
+    finally:
+        pool.stop()
