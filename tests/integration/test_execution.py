@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import upload
 
 from .conftest import wait_for, wait_until_finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-HEUCHERA = SHARED_DATA / "heuchera"
 
 
 def submit(client, body) -> dict:
@@ -104,3 +102,31 @@ def test_cancel_mid_run_stops_makeflow_and_its_tasks(live):
     # Within seconds nothing of the job runs: no makeflow, no task on any worker.
     wait_for(lambda: not processes_mentioning(project), timeout=15)
     wait_for(lambda: not processes_mentioning("97.125"), timeout=15)
+
+
+ODD_NAMES = [
+    "Heuchera ×brizoides",  # noqa: RUF001 (the hybrid sign is the point)
+    "Mitella d'urville",
+    'Tiarella "foam" flower',
+    "Saxifraga $(touch pwned); rm -rf x",
+    "Boykinia / elata",
+    "Élodea naïve `id`",
+]
+
+
+def test_odd_species_names_reach_the_tools_as_one_argument_each(live):
+    rows = ["species_name,x,y"]
+    for number, name in enumerate(ODD_NAMES):
+        quoted = '"' + name.replace('"', '""') + '"'
+        rows += [f"{quoted},{-100 - number + i / 10},{40 + i / 10}" for i in range(3 + number)]
+    dataset = upload(live, "odd names.csv", ("\n".join(rows) + "\n").encode()).json()
+    body = {"workflow": "occurrence-cleaning", "inputs": {"occurrences": [dataset["id"]]}}
+    job = submit(live, body)
+    done = wait_until_finished(live, job["id"], timeout=300)
+    assert done["state"] == "COMPLETE", done
+    job_dir = live.stack.data_dir / "jobs" / job["id"]
+    manifest = json.loads((job_dir / "outputs" / "species.json").read_text())
+    assert sorted(entry["name"] for entry in manifest.values()) == sorted(ODD_NAMES)
+    counts = {entry["name"]: entry["records_after_cleaning"] for entry in manifest.values()}
+    assert counts == {name: 3 + number for number, name in enumerate(ODD_NAMES)}
+    assert not list(live.stack.root.rglob("pwned"))

@@ -4,6 +4,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -264,9 +265,21 @@ def test_a_worker_with_a_wrong_password_never_runs_a_task(procs, workdir, tmp_pa
             idle_timeout=30,
         )
     )
+    # And one with no password at all (started by hand: the service never starts such a worker).
+    (tmp_path / "anonymous").mkdir()
+    anonymous = procs.track(
+        subprocess.Popen(
+            [runner.WORKER, "--idle-timeout=30", "-s", str(tmp_path / "anonymous"),
+             "127.0.0.1", str(run.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    )  # fmt: skip
     time.sleep(3)
     assert runs_of(markers, "r") == 0
     assert makeflowlog.read_progress(run.paths.makeflowlog).complete == 0
+    assert anonymous.poll() is None or anonymous.returncode != 0
     events = [line for line in run.paths.transactions.read_text().splitlines() if line[:1] != "#"]
     assert not [line for line in events if " WORKER " in line or " RUNNING " in line]
     assert intruder.poll() is None, "it keeps knocking; it is stopped by the fixture"
