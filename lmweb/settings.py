@@ -86,6 +86,8 @@ def env_size(name: str, default: int) -> int:
 def env_database(name: str, default_sqlite: Path) -> dict:
     value = _raw(name)
     if value is None:
+        # The embedded default: its folder is made here, or SQLite cannot open the file.
+        default_sqlite.parent.mkdir(parents=True, exist_ok=True)
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(default_sqlite),
