@@ -423,3 +423,29 @@ def test_the_direct_pool_frees_the_places_of_a_manager_that_died(procs, workdir,
         assert all(worker.poll() is not None for worker in workers)
     finally:
         pool.stop()
+
+
+def _listen_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on `port`, from /proc/net/tcp (IPv4)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, port_hex = fields[1].split(":")
+        if fields[3] == "0A" and int(port_hex, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # noqa: S104 (on purpose)
+def test_the_catalog_server_listens_where_configured(tmp_path, host):
+    from .conftest import free_port
+
+    port = free_port()
+    server = runner.start_catalog_server(
+        port=port, host=host, history_dir=tmp_path / "history", log_path=tmp_path / "log"
+    )
+    try:
+        runner.wait_for_catalog(f"127.0.0.1:{port}", timeout=10)
+        assert _listen_addresses(port) == {host}
+    finally:
+        runner.stop_process(server, grace=2)
