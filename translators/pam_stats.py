@@ -30,11 +30,11 @@ from translators.base import SCHEMA_DIALECT, InputSpec, Stage, Workflow, canonic
 from translators.makeflow import Category, Rule, render_makeflow
 
 STAGE = "main"
-# A chunk rule pays six fixed tool start-ups (randomize, three stacks, two subsets) against ~2 s
-# per randomization (~3 s with a tree), most of it calculate_pam_stats' own start-up. With 20 the
-# fixed part is ~10% at 0.6 s per start-up (~18% at the build box's 1.5 s), a rule runs 40-70 s,
-# and 10,000 randomizations make 500 rules whose fan-in command lines stay near 20 KB.
-RANDOMIZATIONS_PER_RULE = 20
+# A chunk rule pays six fixed tool start-ups (randomize, three stacks, two subsets: ~9 s at the
+# 1.5 s measured here) against ~2 s per randomization (~3 s with a tree), most of it
+# calculate_pam_stats' own start-up, which lmpy's one-PAM-per-run tool makes unavoidable. At 50
+# per rule the fixed part is ~8% of a rule (~6% with a tree); 10,000 randomizations make 200 rules.
+RANDOMIZATIONS_PER_RULE = 50
 # Run with the interpreter found beside the lmpy tools on the worker's PATH.
 PYTHON = "python3"
 TREE_SCHEMAS = {"nex": "nexus", "tre": "newick"}
