@@ -100,3 +100,22 @@ def tree_dataset(api):
 def _fast_passwords(settings):
     # Password hashing is deliberately slow; tests create many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def catalog(tmp_path_factory):
+    """A private catalog server on a free port, for the whole session: "127.0.0.1:PORT"."""
+    from jobs import runner
+    from tests.runner.conftest import free_port
+
+    folder = tmp_path_factory.mktemp("catalog")
+    port = free_port()
+    server = runner.start_catalog_server(
+        port=port, history_dir=folder / "history", log_path=folder / "catalog.log"
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        runner.wait_for_catalog(address, timeout=10)
+        yield address
+    finally:
+        runner.stop_process(server, grace=2)

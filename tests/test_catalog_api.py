@@ -116,10 +116,32 @@ def test_drf_create_token_gives_a_working_token(make_user, data_dir):
 
 
 @pytest.mark.django_db
-def test_healthz_answers_without_credentials(client):
+def test_healthz_answers_without_credentials(client, catalog, settings, data_dir):
+    settings.LMWEB_CATALOG = catalog
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"ok": True, "failed": []}
+
+
+@pytest.mark.django_db
+def test_healthz_names_a_catalog_that_does_not_answer(client, settings, data_dir):
+    from tests.runner.conftest import free_port
+
+    settings.LMWEB_CATALOG = f"127.0.0.1:{free_port()}"
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["catalog"]
+
+
+@pytest.mark.django_db
+def test_service_info_reports_workers_seen_through_the_catalog(api, catalog, settings):
+    settings.LMWEB_CATALOG = catalog
+    body = api.get("/api/v1/service-info/").json()
+    assert body["workers"]["reachable"] is True
+    assert {"managers", "workers", "cores", "tasks_waiting"} <= set(body["workers"])
+    assert isinstance(body["queue_depth"], int)
+    assert body["versions"]["lmpy"] == "3.1.21"
+    assert body["versions"]["cctools"] != "unknown"
 
 
 @pytest.mark.django_db

@@ -2,9 +2,9 @@
 
 import platform
 
+import celery
 import django
 import django_filters
-from django.db import connection
 from django.http import FileResponse, Http404, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -19,7 +19,8 @@ from rest_framework.views import APIView
 import lmweb
 import translators
 
-from .. import services
+from .. import ops, services
+from ..controller import tool_versions
 from ..models import Dataset, Job, Output, State
 from .errors import PayloadTooLarge
 from .serializers import (
@@ -241,10 +242,15 @@ class ServiceInfoView(APIView):
                 "versions": {
                     "lmweb": lmweb.__version__,
                     "django": django.get_version(),
+                    "celery": celery.__version__,
                     "python": platform.python_version(),
+                    "lmpy": tool_versions().get("specify-lmpy", "unknown"),
+                    "cctools": tool_versions().get("cctools", "unknown"),
                 },
                 "workflows": translators.names(),
                 "job_states": services.job_counts(),
+                "queue_depth": ops.queue_depth(),
+                "workers": ops.catalog_summary(),
                 "links": {
                     "jobs": reverse("job-list", request=request),
                     "datasets": reverse("dataset-list", request=request),
@@ -257,12 +263,7 @@ class ServiceInfoView(APIView):
 
 @extend_schema(exclude=True)
 def healthz(request):
-    """Liveness for load balancers: no credentials, no details beyond what failed."""
-    failures = []
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception:
-        failures.append("database")
+    """For load balancers and operators: no credentials, no details beyond what failed."""
+    failures = ops.health_failures()
     status_code = 503 if failures else 200
     return JsonResponse({"ok": not failures, "failed": failures}, status=status_code)

@@ -62,21 +62,6 @@ def _fast_passwords():
 
 
 @pytest.fixture(scope="session")
-def catalog(tmp_path_factory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("catalog")
-    port = free_port()
-    server = runner.start_catalog_server(
-        port=port, history_dir=folder / "history", log_path=folder / "catalog.log"
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        runner.wait_for_catalog(address, timeout=10)
-        yield address
-    finally:
-        runner.stop_process(server, grace=2)
-
-
-@pytest.fixture(scope="session")
 def password_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("secret") / "wq.password"
     path.write_text(secrets.token_hex(16) + "\n")

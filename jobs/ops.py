@@ -1,0 +1,99 @@
+"""What operators ask of the running service: is it healthy, what do the workers look like."""
+
+import logging
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from . import runner
+
+log = logging.getLogger(__name__)
+
+
+def _database() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def _broker() -> bool:
+    from lmweb.celery import app
+
+    try:
+        with app.connection_for_read() as broker:
+            broker.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+def _catalog() -> bool:
+    try:
+        runner.query_catalog(settings.LMWEB_CATALOG, timeout=2.0)
+        return True
+    except Exception:
+        return False
+
+
+def _data_dir() -> bool:
+    folder = Path(settings.DATA_DIR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+CHECKS = {"database": _database, "broker": _broker, "catalog": _catalog, "data_dir": _data_dir}
+
+
+def health_failures() -> list[str]:
+    """The names of the parts that do not answer (empty when all is well)."""
+    failed = [name for name, check in CHECKS.items() if not check()]
+    if failed:
+        log.warning("health: failing %s", ", ".join(failed))
+    return failed
+
+
+def catalog_summary() -> dict:
+    """This deployment's managers as the catalog last heard of them (figures up to 60 s old)."""
+    try:
+        records = runner.query_catalog(settings.LMWEB_CATALOG, timeout=2.0)
+    except Exception:
+        return {"reachable": False}
+    prefix = f"lmweb-{settings.LMWEB_DEPLOYMENT}-"
+    managers = [
+        r
+        for r in records
+        if r.get("type") in ("wq_master", "wq_manager")
+        and str(r.get("project", "")).startswith(prefix)
+    ]
+
+    def total(key: str) -> int:
+        return sum(int(r.get(key, 0) or 0) for r in managers)
+
+    return {
+        "reachable": True,
+        "managers": len(managers),
+        "workers": total("workers_connected"),
+        "cores": total("cores_total"),
+        "tasks_waiting": total("tasks_waiting"),
+        "tasks_running": total("tasks_running"),
+    }
+
+
+def queue_depth() -> int | None:
+    """Job messages waiting for a controller; None when the broker does not answer."""
+    from lmweb.celery import app
+
+    queue = settings.CELERY_TASK_ROUTES["jobs.run_job"]["queue"]
+    try:
+        with app.connection_for_read() as broker:
+            return int(broker.default_channel.client.llen(queue))
+    except Exception:
+        return None
