@@ -7,7 +7,7 @@ from django.views.defaults import page_not_found
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from jobs.api.views import healthz
+from jobs.api.views import MetricsView, healthz
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/api/v1/", permanent=False)),
@@ -18,6 +18,7 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
 ]
 
 

@@ -176,3 +176,37 @@ def test_the_admin_job_page_shows_pictures_and_the_package(make_user, client, da
     page = client.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
     assert f'src="/api/v1/jobs/{job.id}/outputs/heatmap.png"' in page
     assert f'href="/api/v1/jobs/{job.id}/package/"' in page
+
+
+@pytest.mark.django_db
+def test_metrics_count_jobs_by_state_and_workflow_for_staff(staff_api, api, catalog, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    settings.LMWEB_CATALOG = catalog
+    now = timezone.now()
+    Job.objects.create(owner=api.user, workflow="selftest", request={})
+    Job.objects.create(
+        owner=api.user,
+        workflow="pam-stats",
+        request={},
+        state="COMPLETE",
+        started_at=now - dt.timedelta(seconds=30),
+        finished_at=now,
+        rules_done=7,
+    )
+    assert api.get("/metrics").status_code == 403
+    response = staff_api.get("/metrics")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert 'lmweb_jobs{state="QUEUED",workflow="selftest"} 1.0' in text
+    assert 'lmweb_job_duration_seconds_sum{workflow="pam-stats"} 30.0' in text
+    assert 'lmweb_rules_done_total{workflow="pam-stats"} 7.0' in text
+    assert "lmweb_catalog_up 1.0" in text
+    assert "lmweb_queue_depth" in text
+
+
+@pytest.mark.django_db
+def test_metrics_need_credentials(anon_api):
+    assert anon_api.get("/metrics").status_code == 401

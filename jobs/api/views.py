@@ -5,12 +5,13 @@ import platform
 import celery
 import django
 import django_filters
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, parsers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
@@ -267,3 +268,15 @@ def healthz(request):
     failures = ops.health_failures()
     status_code = 503 if failures else 200
     return JsonResponse({"ok": not failures, "failed": failures}, status=status_code)
+
+
+class MetricsView(APIView):
+    """Prometheus metrics, for staff tokens (a scraper sends `Authorization: Token ...`)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(exclude=True)
+    def get(self, request):
+        from ..metrics import render
+
+        return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")
