@@ -97,3 +97,28 @@ def queue_depth() -> int | None:
             return int(broker.default_channel.client.llen(queue))
     except Exception:
         return None
+
+
+def job_waiting(job) -> dict | None:
+    """Why a job is not making progress yet, in words a user can act on; None if it is."""
+    from .models import Job, State
+
+    if job.state == State.QUEUED:
+        ahead = Job.objects.filter(state=State.QUEUED, submitted_at__lt=job.submitted_at).count()
+        busy = Job.objects.filter(state__in=[State.INITIALIZING, State.RUNNING]).count()
+        reason = (
+            f"{ahead} job(s) ahead of it in the queue"
+            if ahead
+            else f"waiting for a free controller ({busy} job(s) running)"
+        )
+        return {"position": ahead + 1, "reason": reason}
+    if job.state == State.RUNNING and job.rules_waiting and not job.rules_running:
+        project = runner.project_name(settings.LMWEB_DEPLOYMENT, str(job.id))
+        try:
+            records = runner.managers(settings.LMWEB_CATALOG, project, timeout=2.0)
+        except Exception:
+            return {"position": None, "reason": "the catalog server does not answer"}
+        if records and not any(int(r.get("workers_connected", 0) or 0) for r in records):
+            return {"position": None, "reason": "no worker connected to this job yet"}
+        return {"position": None, "reason": "rules wait for a free worker"}
+    return None

@@ -417,3 +417,14 @@ def test_cross_field_checks_name_the_field(api, data_dir):
     assert nothing_written(data_dir)
     body["params"]["wranglers"][0].update(min_x=-10)
     assert api.post("/api/v1/jobs/", body).status_code == 201
+
+
+@pytest.mark.django_db
+def test_a_queued_job_tells_its_place_in_the_queue(api):
+    first = api.post("/api/v1/jobs/", SELFTEST).json()
+    second = api.post("/api/v1/jobs/", SELFTEST).json()
+    assert api.get(f"/api/v1/jobs/{first['id']}/").json()["waiting"]["position"] == 1
+    waiting = api.get(f"/api/v1/jobs/{second['id']}/").json()["waiting"]
+    assert waiting == {"position": 2, "reason": "1 job(s) ahead of it in the queue"}
+    Job.objects.filter(pk=first["id"]).update(state="COMPLETE")
+    assert api.get(f"/api/v1/jobs/{first['id']}/").json()["waiting"] is None

@@ -53,6 +53,7 @@ class JobSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.get_username", read_only=True)
     progress = ProgressSerializer(source="*", read_only=True)
     error = serializers.SerializerMethodField()
+    waiting = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
 
     class Meta:
@@ -67,6 +68,7 @@ class JobSerializer(serializers.ModelSerializer):
             "stage",
             "progress",
             "error",
+            "waiting",
             "owner",
             "submitted_at",
             "started_at",
@@ -89,6 +91,24 @@ class JobSerializer(serializers.ModelSerializer):
         if not job.error_code and not job.error_message:
             return None
         return {"code": job.error_code, "message": job.error_message}
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "position": {"type": "integer", "nullable": True},
+                "reason": {"type": "string"},
+            },
+        }
+    )
+    def get_waiting(self, job: Job) -> dict | None:
+        # Only on a job's own page: the list would ask the catalog once per job.
+        if not self.context.get("detail"):
+            return None
+        from ..ops import job_waiting
+
+        return job_waiting(job)
 
     @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
     def get_links(self, job: Job) -> dict[str, str]:

@@ -114,6 +114,9 @@ class JobViewSet(
     serializer_class = JobSerializer
     filterset_class = JobFilter
 
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "detail": self.action == "retrieve"}
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return Job.objects.none()
