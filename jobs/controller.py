@@ -26,6 +26,7 @@ from django.utils import timezone
 
 import lmweb
 import translators
+from lmweb.logs import job_context
 
 from . import formats, makeflowlog, runner
 from .models import IllegalTransition, Job, Output, State
@@ -99,6 +100,11 @@ def job_claim(*, job_id: str, controller: str) -> Job | None:
 
 def job_run(*, job_id: str) -> None:
     """The controller's whole work on one job (the Celery task calls this)."""
+    with job_context(job_id):
+        _job_run(job_id)
+
+
+def _job_run(job_id: str) -> None:
     me = controller_identity()
     job = job_claim(job_id=job_id, controller=me)
     if job is None:

@@ -143,6 +143,7 @@ def job_submit(*, owner: AbstractBaseUser, payload, idempotency_key: str = "") -
                 for name, position, dataset in valid.inputs
             )
             transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+        log.info("job %s: submitted (%s)", job.id, job.workflow, extra={"job_id": str(job.id)})
     except IntegrityError:
         # Two requests with one key at once: the other one made the job.
         earlier = _job_for_key(owner, idempotency_key, digest) if idempotency_key else None

@@ -298,15 +298,24 @@ LMWEB_MAKEFLOW_STARTS = env_int("LMWEB_MAKEFLOW_STARTS", 3, minimum=1)
 LMWEB_STUCK_SECONDS = env_int("LMWEB_STUCK_SECONDS", 3, minimum=1)
 LMWEB_MAX_ATTEMPTS = env_int("LMWEB_MAX_ATTEMPTS", 3, minimum=1)
 
+LOG_FORMAT = env_str("LMWEB_LOG_FORMAT", "json")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LMWEB_LOG_FORMAT={LOG_FORMAT!r} must be json or plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"job": {"()": "lmweb.logs.JobFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "lmweb.logs.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(job_id)s] %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["job"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("LMWEB_LOG_LEVEL", "INFO")},
 }
+# Celery logs through the same handler, so its lines are structured too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Production (DEBUG off) speaks HTTPS only; LMWEB_HTTPS=0 turns that off for a plain-HTTP
 # deployment behind a trusted network (then `check --deploy` says so).

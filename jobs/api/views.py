@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 import lmweb
 import translators
+from lmweb.logs import job_context
 
 from .. import ops, services
 from ..controller import tool_versions
@@ -113,6 +114,19 @@ class JobViewSet(
 
     serializer_class = JobSerializer
     filterset_class = JobFilter
+
+    def initial(self, request, *args, **kwargs):
+        # Lines logged while serving a job's URLs name the job.
+        if "pk" in kwargs:
+            self._job_log = job_context(kwargs["pk"])
+            self._job_log.__enter__()
+        super().initial(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        log_context = getattr(self, "_job_log", None)
+        if log_context is not None:
+            log_context.__exit__(None, None, None)
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "detail": self.action == "retrieve"}
