@@ -1,11 +1,19 @@
 """The operators' view: jobs, datasets and outputs, with cancel and requeue."""
 
+import subprocess
+
 from django.contrib import admin, messages
-from django.urls import reverse
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from . import services
+from . import runner, services
+from .controller import read_stages
 from .models import Dataset, Job, JobInput, Output
+
+# Beyond this many rules a drawing is slow to make and too dense to read.
+GRAPH_MAX_RULES = 400
 
 
 class JobInputInline(admin.TabularInline):
@@ -39,7 +47,12 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["id", "name", "owner__username", "error_message"]
     date_hierarchy = "submitted_at"
     list_select_related = ["owner"]
-    readonly_fields = [f.name for f in Job._meta.fields] + ["progress_bar", "pictures", "package"]
+    readonly_fields = [f.name for f in Job._meta.fields] + [
+        "progress_bar",
+        "graph",
+        "pictures",
+        "package",
+    ]
     inlines = [JobInputInline, OutputInline]
     actions = ["cancel_jobs", "requeue_jobs"]
 
@@ -57,6 +70,41 @@ class JobAdmin(admin.ModelAdmin):
             percent,
             job.rules_done,
             job.rules_total,
+        )
+
+    def get_urls(self):
+        graph = path(
+            "<uuid:pk>/graph/<slug:stage>.svg",
+            self.admin_site.admin_view(self.graph_svg),
+            name="jobs_job_graph",
+        )
+        return [graph, *super().get_urls()]
+
+    def graph_svg(self, request, pk, stage):
+        job = get_object_or_404(Job, pk=pk)
+        if stage not in read_stages(job)["started"]:
+            raise Http404("no such stage")
+        try:
+            svg = runner.render_graph(job.directory, f"{stage}.mf.json")
+        except (OSError, subprocess.SubprocessError):
+            raise Http404("the graph could not be drawn") from None
+        return HttpResponse(svg, content_type="image/svg+xml")
+
+    @admin.display(description="workflow graph")
+    def graph(self, job: Job):
+        stages = read_stages(job)["started"] if job.directory.exists() else []
+        if not stages:
+            return "-"
+        if job.rules_total > GRAPH_MAX_RULES:
+            return f"{job.rules_total} rules: too many to draw"
+        return format_html_join(
+            "",
+            '<figure style="margin:0 0 1em 0"><img src="{}" alt="{}" style="max-width:100%">'
+            "<figcaption>stage {}</figcaption></figure>",
+            (
+                (reverse("admin:jobs_job_graph", args=[job.pk, stage]), stage, stage)
+                for stage in stages
+            ),
         )
 
     @admin.display(description="pictures")

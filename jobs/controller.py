@@ -143,7 +143,7 @@ def job_lock(job: Job) -> Iterator[None]:
 def _run(job: Job, me: str) -> None:
     workflow = translators.get(job.workflow)
     inputs = stage_inputs(job)
-    done = _read_stages(job)["done"]
+    done = read_stages(job)["done"]
     produced = {name: stage_products(job, name) for name in done}
     totals = 0
     while True:
@@ -214,7 +214,7 @@ def stage_inputs(job: Job) -> dict[str, str | list[str]]:
     return staged
 
 
-def _read_stages(job: Job) -> dict:
+def read_stages(job: Job) -> dict:
     path = job.directory / STAGES_FILE
     if path.exists():
         return json.loads(path.read_text())
@@ -222,7 +222,7 @@ def _read_stages(job: Job) -> dict:
 
 
 def _write_stages(job: Job, done: list[str], started: list[str] | None = None) -> None:
-    record = _read_stages(job)
+    record = read_stages(job)
     record["done"] = list(done)
     if started is not None:
         record["started"] = list(started)
@@ -246,7 +246,7 @@ def _write_stage(job: Job, stage) -> str:
         path.write_text(text)
     for folder in ("logs", "work", "outputs"):
         (job.directory / folder).mkdir(exist_ok=True)
-    record = _read_stages(job)
+    record = read_stages(job)
     if stage.name not in record["started"]:
         _write_stages(job, record["done"], [*record["started"], stage.name])
     return dag
@@ -474,7 +474,7 @@ def read_tasks(job: Job) -> list[dict]:
     if not job.directory.exists():
         return []
     tasks = []
-    for stage in _read_stages(job)["started"]:
+    for stage in read_stages(job)["started"]:
         dag = f"{stage}.mf.json"
         paths = makeflowlog.LogPaths(job.directory, dag)
         for rule in makeflowlog.read_rules(job.directory, dag):

@@ -799,3 +799,26 @@ class DirectPool:
     def stop(self, grace: float = 5.0) -> None:
         stop_processes([popen for popens in self.workers.values() for popen in popens], grace)
         self.workers = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures
+
+MAKEFLOW_VIZ = "/usr/bin/makeflow_viz"
+DOT = "/usr/bin/dot"
+
+
+def render_graph(workdir: Path, dag: str, *, timeout: float = 30.0) -> bytes:
+    """The workflow as an SVG picture: makeflow_viz writes Graphviz, dot draws it."""
+    viz = subprocess.run(
+        [MAKEFLOW_VIZ, "-D", "dot", "--json", "--dot-merge-similar", dag],
+        cwd=workdir,
+        capture_output=True,
+        timeout=timeout,
+        env=_base_env(),
+        check=True,
+    )
+    drawn = subprocess.run(
+        [DOT, "-Tsvg"], input=viz.stdout, capture_output=True, timeout=timeout, check=True
+    )
+    return drawn.stdout

@@ -210,3 +210,30 @@ def test_metrics_count_jobs_by_state_and_workflow_for_staff(staff_api, api, cata
 @pytest.mark.django_db
 def test_metrics_need_credentials(anon_api):
     assert anon_api.get("/metrics").status_code == 401
+
+
+@pytest.mark.django_db
+def test_the_admin_job_page_draws_the_workflow_graph(make_user, client, data_dir):
+    import json
+
+    import translators
+
+    staff = make_user("op", staff=True)
+    staff.is_superuser = True
+    staff.save()
+    job = Job.objects.create(owner=staff, workflow="selftest", request={}, rules_total=4)
+    stage = translators.get("selftest").plan(
+        {"workflow": "selftest", "params": {"tasks": 3}}, {}, []
+    )
+    job.directory.mkdir(parents=True)
+    (job.directory / "main.mf.json").write_text(stage.dumps())
+    (job.directory / "stages.json").write_text(json.dumps({"done": [], "started": ["main"]}))
+    client.force_login(staff)
+    page = client.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
+    url = f"/admin/jobs/job/{job.id}/graph/main.svg"
+    assert f'src="{url}"' in page
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in response.content and b"gather" in response.content
+    assert client.get(f"/admin/jobs/job/{job.id}/graph/other.svg").status_code == 404
