@@ -811,7 +811,7 @@ DOT = "/usr/bin/dot"
 def render_graph(workdir: Path, dag: str, *, timeout: float = 30.0) -> bytes:
     """The workflow as an SVG picture: makeflow_viz writes Graphviz, dot draws it."""
     viz = subprocess.run(
-        [MAKEFLOW_VIZ, "-D", "dot", "--json", "--dot-merge-similar", dag],
+        [MAKEFLOW_VIZ, "-D", "dot", "--json", "--dot-task-id", dag],
         cwd=workdir,
         capture_output=True,
         timeout=timeout,

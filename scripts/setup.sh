@@ -9,6 +9,7 @@ APT_PACKAGES=(
   coop-computing-tools openmpi-bin
   libgdal-dev gdal-bin graphviz
   redis-server postgresql-client
+  chromium chromium-driver
 )
 VENV=.venv
 PY=${PYTHON:-python3}
