@@ -9,11 +9,18 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from . import runner, services
-from .controller import read_stages
+from .controller import read_stages, read_tasks
 from .models import Dataset, Job, JobInput, Output
 
 # Beyond this many rules a drawing is slow to make and too dense to read.
 GRAPH_MAX_RULES = 400
+RULES_SHOWN = 200
+
+
+def _seconds(started, finished) -> str:
+    if not started or not finished:
+        return ""
+    return f"{(finished - started).total_seconds():.1f}"
 
 
 class JobInputInline(admin.TabularInline):
@@ -49,6 +56,7 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     readonly_fields = [f.name for f in Job._meta.fields] + [
         "progress_bar",
+        "rules",
         "graph",
         "pictures",
         "package",
@@ -89,6 +97,39 @@ class JobAdmin(admin.ModelAdmin):
         except (OSError, subprocess.SubprocessError):
             raise Http404("the graph could not be drawn") from None
         return HttpResponse(svg, content_type="image/svg+xml")
+
+    @admin.display(description="rules")
+    def rules(self, job: Job):
+        tasks = read_tasks(job)
+        if not tasks:
+            return "-"
+        shown = tasks[:RULES_SHOWN]
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (
+                    t["stage"],
+                    t["rule"],
+                    t["state"],
+                    "" if t["exit_code"] is None else t["exit_code"],
+                    t["attempts"],
+                    t["host"],
+                    _seconds(t["started_at"], t["finished_at"]),
+                    t["command"][:160],
+                )
+                for t in shown
+            ),
+        )
+        more = len(tasks) - len(shown)
+        return format_html(
+            '<table class="lmweb-rules"><thead><tr><th>stage</th><th>rule</th><th>state</th>'
+            "<th>exit</th><th>attempts</th><th>host</th><th>seconds</th><th>command</th></tr>"
+            "</thead><tbody>{}</tbody></table>{}",
+            rows,
+            f"and {more} more (GET /api/v1/jobs/{job.pk}/tasks/)" if more > 0 else "",
+        )
 
     @admin.display(description="workflow graph")
     def graph(self, job: Job):

@@ -237,3 +237,30 @@ def test_the_admin_job_page_draws_the_workflow_graph(make_user, client, data_dir
     assert response["Content-Type"] == "image/svg+xml"
     assert b"<svg" in response.content and b"gather" in response.content
     assert client.get(f"/admin/jobs/job/{job.id}/graph/other.svg").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_admin_job_page_lists_every_rule(make_user, client, data_dir):
+    import json
+    import shutil
+    from pathlib import Path
+
+    staff = make_user("op", staff=True)
+    staff.is_superuser = True
+    staff.save()
+    job = Job.objects.create(owner=staff, workflow="selftest", request={}, state="COMPLETE")
+    job.directory.mkdir(parents=True)
+    recorded = Path(__file__).parent / "runner" / "data" / "R1"  # a real makeflow run's logs
+    for suffix in ("", ".makeflowlog", ".wqlog.tr", ".stdout"):
+        shutil.copy(recorded / f"dag.json{suffix}", job.directory / f"main.mf.json{suffix}")
+    (job.directory / "stages.json").write_text(json.dumps({"done": ["main"], "started": ["main"]}))
+    client.force_login(staff)
+    page = client.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
+    assert '<table class="lmweb-rules">' in page
+    rules = Job.objects.get(pk=job.pk)
+    from jobs.controller import read_tasks
+
+    tasks = read_tasks(rules)
+    assert tasks
+    for task in tasks:
+        assert f"<td>{task['rule']}</td>" in page
