@@ -50,7 +50,14 @@ from translators.base import (
     canonical_json,
 )
 from translators.makeflow import Category, Rule, render_makeflow
-from translators.pam_stats import PYTHON, TREE_SCHEMAS, _chunks, _csv_commands, _csv_names
+from translators.pam_stats import (
+    P_VALUE_PARAMS,
+    PYTHON,
+    TREE_SCHEMAS,
+    _chunks,
+    _csv_commands,
+    _csv_names,
+)
 
 STAGE = "main"
 # A chunk rule pays two start-ups (randomize_pam, the MCPA script: ~3 s) against 1-2 s per
@@ -430,22 +437,7 @@ class Mcpa(Workflow):
                     "without it is one region against the rest."
                 ),
             },
-            "p_value_method": {
-                "type": "string",
-                "enum": ["fdr", "bonferroni", "raw"],
-                "default": "fdr",
-                "description": (
-                    "Multiple-testing correction for significance: fdr (Benjamini-Hochberg), "
-                    "bonferroni, or raw (p <= alpha)."
-                ),
-            },
-            "alpha": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "exclusiveMaximum": 1,
-                "default": 0.05,
-                "description": "Significance level (or false discovery rate for fdr).",
-            },
+            **P_VALUE_PARAMS,
         },
         "required": ["grid"],
         "additionalProperties": False,

@@ -101,6 +101,27 @@ def _chunks(total: int, size: int) -> list[int]:
     return [base + 1 if i < extra else base for i in range(count)]
 
 
+# Shared with mcpa: how p-values are corrected and judged.
+P_VALUE_PARAMS = {
+    "p_value_method": {
+        "type": "string",
+        "enum": ["fdr", "bonferroni", "raw"],
+        "default": "fdr",
+        "description": (
+            "Multiple-testing correction for significance: fdr (Benjamini-Hochberg), "
+            "bonferroni, or raw (p <= alpha)."
+        ),
+    },
+    "alpha": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "exclusiveMaximum": 1,
+        "default": 0.05,
+        "description": "Significance level (or false discovery rate for fdr).",
+    },
+}
+
+
 class PamStats(Workflow):
     name = "pam-stats"
     title = "PAM statistics with a null model"
@@ -126,22 +147,7 @@ class PamStats(Workflow):
                 "default": 100,
                 "description": "Number of randomized PAMs for the null model; 0 skips testing.",
             },
-            "p_value_method": {
-                "type": "string",
-                "enum": ["fdr", "bonferroni", "raw"],
-                "default": "fdr",
-                "description": (
-                    "Multiple-testing correction for significance: fdr (Benjamini-Hochberg), "
-                    "bonferroni, or raw (p <= alpha)."
-                ),
-            },
-            "alpha": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "exclusiveMaximum": 1,
-                "default": 0.05,
-                "description": "Significance level (or false discovery rate for fdr).",
-            },
+            **P_VALUE_PARAMS,
         },
         "additionalProperties": False,
     }

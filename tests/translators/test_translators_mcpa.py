@@ -14,6 +14,7 @@ import zipfile
 import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from rendered import rules_by_id, steps
 
 from translators import InvalidRequest, mcpa
 from translators.base import canonical_json
@@ -65,28 +66,6 @@ def request(staged=STAGED, **params) -> dict:
 
 def plan(staged=STAGED, **params):
     return WORKFLOW.plan(request(staged, **params), copy.deepcopy(staged), [])
-
-
-def rules_by_id(stage) -> dict:
-    by_id = {}
-    for rule in stage.makeflow["rules"]:
-        rule_id = rule["command"].rsplit("2> logs/", 1)[1].removesuffix(".stderr")
-        by_id[rule_id] = rule
-    return by_id
-
-
-def steps(rule) -> list[list[str]]:
-    """The argument lists of a rule's commands, between `{` and `;`."""
-    tokens = shlex.split(rule["command"])
-    body = tokens[tokens.index("{") + 1 : len(tokens) - 1 - tokens[::-1].index(";")]
-    commands, current = [], []
-    for token in body:
-        if token == "&&":
-            commands.append(current)
-            current = []
-        else:
-            current.append(token)
-    return [*commands, current]
 
 
 # Golden files -----------------------------------------------------------------------------------

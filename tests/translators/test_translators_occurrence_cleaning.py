@@ -11,6 +11,7 @@ import sys
 import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from rendered import rules_by_id, steps
 
 from translators import InvalidRequest
 from translators.base import canonical_json
@@ -62,28 +63,6 @@ def plan(staged, done=(), produced=None, **params):
 
 def split_products(*slugs):
     return sorted([*SPLIT_LOGS, "work/split.json", *(f"work/split/{s}.csv" for s in slugs)])
-
-
-def rules_by_id(stage):
-    by_id = {}
-    for rule in stage.makeflow["rules"]:
-        rule_id = rule["command"].rsplit("2> logs/", 1)[1].removesuffix(".stderr")
-        by_id[rule_id] = rule
-    return by_id
-
-
-def steps(rule):
-    """The argument lists of a rule's commands, between `{` and `;`."""
-    tokens = shlex.split(rule["command"])
-    body = tokens[tokens.index("{") + 1 : len(tokens) - 1 - tokens[::-1].index(";")]
-    commands, current = [], []
-    for token in body:
-        if token == "&&":
-            commands.append(current)
-            current = []
-        else:
-            current.append(token)
-    return [*commands, current]
 
 
 def check_closed(stage, sources):

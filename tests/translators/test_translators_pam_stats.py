@@ -1,11 +1,11 @@
 """pam-stats: matching, chunked randomizations, p-values, and the staged-path checks."""
 
 import json
-import shlex
 import subprocess
 import sys
 
 import pytest
+from rendered import rules_by_id, steps
 
 import translators
 from translators import InvalidRequest, pam_stats
@@ -21,28 +21,6 @@ def request(tree=False, **params):
 
 def plan(staged, **params):
     return translators.get("pam-stats").plan(request("tree" in staged, **params), staged, [])
-
-
-def rules_by_id(stage):
-    by_id = {}
-    for rule in stage.makeflow["rules"]:
-        rule_id = rule["command"].rsplit("2> logs/", 1)[1].removesuffix(".stderr")
-        by_id[rule_id] = rule
-    return by_id
-
-
-def steps(rule):
-    """The argument lists of a rule's commands, between `{` and `;`."""
-    tokens = shlex.split(rule["command"])
-    body = tokens[tokens.index("{") + 1 : len(tokens) - 1 - tokens[::-1].index(";")]
-    commands, current = [], []
-    for token in body:
-        if token == "&&":
-            commands.append(current)
-            current = []
-        else:
-            current.append(token)
-    return [*commands, current]
 
 
 def test_zero_randomizations_compute_observed_statistics_only():

@@ -16,6 +16,7 @@ import zipfile
 import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from rendered import rules_by_id, steps
 
 from translators import InvalidRequest, species_pam
 from translators.base import canonical_json
@@ -71,27 +72,6 @@ def plan_pam(names, staged=STAGED, **params):
     req = request(**params)
     req["inputs"]["occurrences"] = OCCURRENCES[: len(staged["occurrences"])]
     return WORKFLOW.plan(req, staged, ["split"], produced_split(names))
-
-
-def rules_by_id(stage):
-    by_id = {}
-    for rule in stage.makeflow["rules"]:
-        by_id[rule["command"].rsplit("2> logs/", 1)[1].removesuffix(".stderr")] = rule
-    return by_id
-
-
-def steps(rule):
-    """The argument lists of a rule's commands, between `{` and `;`."""
-    tokens = shlex.split(rule["command"])
-    body = tokens[tokens.index("{") + 1 : len(tokens) - 1 - tokens[::-1].index(";")]
-    commands, current = [], []
-    for token in body:
-        if token == "&&":
-            commands.append(current)
-            current = []
-        else:
-            current.append(token)
-    return [*commands, current]
 
 
 # Schema and grid checks ----------------------------------------------------------------------
