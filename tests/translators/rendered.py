@@ -23,3 +23,20 @@ def steps(rule) -> list[list[str]]:
         else:
             current.append(token)
     return [*commands, current]
+
+
+def assert_makeflow_accepts(stage, folder) -> None:
+    """makeflow_analyze -k finds the stage's document well formed."""
+    import subprocess
+
+    path = folder / f"{stage.name}.json"
+    path.write_text(stage.dumps(), encoding="utf-8")
+    result = subprocess.run(
+        ["makeflow_analyze", "-k", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Syntax OK" in result.stdout + result.stderr

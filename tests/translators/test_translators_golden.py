@@ -2,9 +2,9 @@
 
 import json
 import shutil
-import subprocess
 
 import pytest
+from rendered import assert_makeflow_accepts
 
 import translators
 from translators.base import canonical_json
@@ -47,14 +47,4 @@ def test_every_golden_file_belongs_to_a_case(cases, golden_dir):
 
 @pytest.mark.skipif(shutil.which("makeflow_analyze") is None, reason="CCTools not installed")
 def test_makeflow_accepts_each_document(case, tmp_path):
-    path = tmp_path / "main.json"
-    path.write_text(case.stage().dumps(), encoding="utf-8")
-    result = subprocess.run(
-        ["makeflow_analyze", "-k", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Syntax OK" in result.stdout + result.stderr
+    assert_makeflow_accepts(case.stage(), tmp_path)

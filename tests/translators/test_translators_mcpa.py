@@ -14,7 +14,7 @@ import zipfile
 import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
-from rendered import rules_by_id, steps
+from rendered import assert_makeflow_accepts, rules_by_id, steps
 
 from translators import InvalidRequest, mcpa
 from translators.base import canonical_json
@@ -121,17 +121,7 @@ def test_planning_twice_gives_the_same_text_and_a_completed_stage_is_not_planned
 @pytest.mark.parametrize("name", list(CASES))
 def test_makeflow_accepts_each_document(name, tmp_path):
     params, staged = CASES[name]
-    path = tmp_path / "main.json"
-    path.write_text(plan(staged, **params).dumps(), encoding="utf-8")
-    result = subprocess.run(
-        ["makeflow_analyze", "-k", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Syntax OK" in result.stdout + result.stderr
+    assert_makeflow_accepts(plan(staged, **params), tmp_path)
 
 
 # The DAG ------------------------------------------------------------------------------------------

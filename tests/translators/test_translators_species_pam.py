@@ -16,7 +16,7 @@ import zipfile
 import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
-from rendered import rules_by_id, steps
+from rendered import assert_makeflow_accepts, rules_by_id, steps
 
 from translators import InvalidRequest, species_pam
 from translators.base import canonical_json
@@ -607,17 +607,7 @@ def test_both_stages_are_closed_dags_of_relative_paths(names):
 @pytest.mark.skipif(shutil.which("makeflow_analyze") is None, reason="CCTools not installed")
 def test_makeflow_accepts_both_stages(tmp_path):
     for stage in (plan_split(), plan_pam(ODD_NAMES)):
-        path = tmp_path / f"{stage.name}.json"
-        path.write_text(stage.dumps(), encoding="utf-8")
-        result = subprocess.run(
-            ["makeflow_analyze", "-k", "--json", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "Syntax OK" in result.stdout + result.stderr
+        assert_makeflow_accepts(stage, tmp_path)
 
 
 # Golden files --------------------------------------------------------------------------------
