@@ -13,7 +13,7 @@ import subprocess
 import time
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -27,6 +27,7 @@ from django.utils import timezone
 import lmweb
 import translators
 from lmweb.logs import job_context
+from translators.makeflow import parallel_width
 
 from . import formats, makeflowlog, runner
 from .models import IllegalTransition, Job, Output, State
@@ -79,8 +80,13 @@ def controller_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def project_name(job: Job) -> str:
-    return runner.project_name(settings.LMWEB_DEPLOYMENT, str(job.id))
+def project_name(job: Job, dag: str | None = None) -> str:
+    """The job's Work Queue project; given its stage's workflow file, with the width hint that
+    lets the worker pool size a fan-out at once."""
+    width = None
+    if dag is not None:
+        width = parallel_width(json.loads((job.directory / dag).read_text()))
+    return runner.project_name(settings.LMWEB_DEPLOYMENT, str(job.id), width)
 
 
 def job_claim(*, job_id: str, controller: str) -> Job | None:
@@ -262,7 +268,7 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
         run = runner.start_makeflow(
             workdir=job.directory,
             dag=dag,
-            project=project_name(job),
+            project=project_name(job, dag),
             catalog=settings.LMWEB_CATALOG,
             password_file=settings.LMWEB_WQ_PASSWORD_FILE,
             tmpdir=tmpdir,
@@ -328,7 +334,9 @@ def _follow(job, me, run, stage, dag, rules_before):
             log.warning("job %s: a rule failed and makeflow cannot go on; stopping it", job.id)
             run.stop()
             return follower.update()
-        time.sleep(settings.LMWEB_POLL_SECONDS)
+        # Wakes as soon as makeflow exits: a plain sleep made every job up to a poll late.
+        with suppress(subprocess.TimeoutExpired):
+            run.wait(timeout=settings.LMWEB_POLL_SECONDS)
 
 
 def _beat(job: Job, me: str, *, stage: str, counts: tuple | None = None) -> None:

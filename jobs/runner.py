@@ -260,17 +260,41 @@ def managers(catalog: str, project: str, *, timeout: float = 5.0) -> list[dict]:
     return [
         record
         for record in query_catalog(catalog, timeout=timeout)
-        if record.get("type") in ("wq_master", "wq_manager") and record.get("project") == project
+        if record.get("type") in ("wq_master", "wq_manager")
+        and (record.get("project") == project or _is_width_variant(record.get("project"), project))
     ]
+
+
+def _is_width_variant(name: object, project: str) -> bool:
+    return (
+        isinstance(name, str)
+        and name.startswith(project + "-w")
+        and width_hint(name) is not None
+        and len(name) == len(project) + 2 + len(str(width_hint(name)))
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Project names
 
 
-def project_name(deployment: str, job_id: str) -> str:
-    """Unique per job: old workers of an earlier job can never serve this one by mistake."""
-    return f"lmweb-{deployment}-{job_id}"
+def project_name(deployment: str, job_id: str, width: int | None = None) -> str:
+    """Unique per job: old workers of an earlier job can never serve this one by mistake.
+
+    `width`, how many rules of the running stage can run at once, rides along as a `-wN`
+    suffix: the manager's own catalog figures are up to 60 s old, and a stage that starts with
+    one rule and then fans out would otherwise keep its first worker alone for a minute.
+    """
+    name = f"lmweb-{deployment}-{job_id}"
+    return name if width is None else f"{name}-w{width}"
+
+
+_WIDTH_HINT = re.compile(r"-w([0-9]{1,6})$")
+
+
+def width_hint(project: str) -> int | None:
+    match = _WIDTH_HINT.search(project)
+    return int(match.group(1)) if match else None
 
 
 def project_regex(deployment: str) -> str:
@@ -720,6 +744,16 @@ class DirectPool:
         # Last catalog update acted upon, per manager: a record that stopped changing belongs
         # to a manager that is gone (records outlive managers), so it gets no new workers.
         self._seen: dict[tuple[str, int], int] = {}
+        # Workers each live manager should have, from its latest fresh record.
+        self._wanted: dict[tuple[str, int], int] = {}
+        # Which manager each address holds (project, start time): a port is reused by the next
+        # manager, a resumed makeflow's among them.
+        self._ident: dict[tuple[str, int], tuple] = {}
+        # Managers found not listening, by identity: never served again, whatever their records
+        # say.
+        self._gone: set[tuple] = set()
+        # Managers given a worker before: a top-up checks first that they still listen.
+        self._served: set[tuple[str, int]] = set()
         self._last_probe = 0.0
 
     def _reap(self) -> int:
@@ -739,22 +773,20 @@ class DirectPool:
         if now - self._last_probe < PROBE_SECONDS:
             return
         self._last_probe = now
-        for key in list(self.workers):
+        for key in set(self.workers) | set(self._wanted):
             if not _listening(*key):
-                stop_processes(self.workers.pop(key), grace=1.0)
+                self._forget(key)
 
-    def step(self) -> int:
-        """Start the workers the catalog says are missing; returns how many were started."""
-        self._release_gone_managers()
-        running = self._reap()
-        try:
-            records = query_catalog(self.catalog, timeout=2.0)
-        except (OSError, ValueError) as exc:
-            log.warning("direct pool: catalog %s: %s", self.catalog, exc)
-            return 0
-        wanted = []
+    def _forget(self, key: tuple[str, int]) -> None:
+        stop_processes(self.workers.pop(key, []), grace=1.0)
+        self._wanted.pop(key, None)
+        if key in self._ident:
+            self._gone.add(self._ident[key])
+
+    def _read_catalog(self) -> None:
+        records = query_catalog(self.catalog, timeout=2.0)
         now = time.time()
-        current = set()
+        current, idents = set(), set()
         for record in records:
             project = str(record.get("project", ""))
             if record.get("type") not in ("wq_master", "wq_manager"):
@@ -762,16 +794,49 @@ class DirectPool:
             if not self.pattern.fullmatch(project):
                 continue
             key = (str(record.get("address")), int(record.get("port", 0)))
+            ident = (*key, project, record.get("starttime"))
             heard = int(record.get("lastheardfrom", 0))
             current.add(key)
-            if self._seen.get(key) == heard or now - heard > STALE_RECORD_SECONDS:
+            idents.add(ident)
+            if ident in self._gone:
+                continue
+            if self._ident.get(key) != ident:
+                # A manager new at this address (the last one there, if any, has ended).
+                self._ident[key] = ident
+                self._seen.pop(key, None)
+                self._served.discard(key)
+            stale = self._seen.get(key) == heard or now - heard > STALE_RECORD_SECONDS
+            if stale:
                 continue
             self._seen[key] = heard
             tasks = int(record.get("tasks_waiting", 0)) + int(record.get("tasks_running", 0))
-            need = min(tasks, self.per_manager) - len(self.workers.get(key, []))
-            if need > 0:
-                wanted.append((key, need))
+            self._wanted[key] = min(max(tasks, width_hint(project) or 0), self.per_manager)
         self._seen = {key: heard for key, heard in self._seen.items() if key in current}
+        self._gone &= idents
+        self._served &= current
+        self._ident = {key: ident for key, ident in self._ident.items() if key in current}
+        self._wanted = {key: n for key, n in self._wanted.items() if key in current}
+
+    def step(self) -> int:
+        """Start the workers the catalog says are missing; returns how many were started."""
+        self._release_gone_managers()
+        running = self._reap()
+        try:
+            self._read_catalog()
+        except (OSError, ValueError) as exc:
+            log.warning("direct pool: catalog %s: %s", self.catalog, exc)
+            return 0
+        wanted = [
+            (key, need - len(self.workers.get(key, [])))
+            for key, need in self._wanted.items()
+            if need > len(self.workers.get(key, []))
+        ]
+        if running < self.max_workers:
+            # A manager that ended since its last probe must not get new workers.
+            for key, _ in wanted:
+                if key in self._served and not _listening(*key):
+                    self._forget(key)
+            wanted = [(key, need) for key, need in wanted if key in self._wanted]
         started = 0
         # One worker per manager per round, so that managers seen together share the pool.
         while wanted and running < self.max_workers:
@@ -790,6 +855,7 @@ class DirectPool:
                 single_shot=True,
             )
             self.workers.setdefault(key, []).append(popen)
+            self._served.add(key)
             running += 1
             started += 1
             if need > 1:

@@ -179,3 +179,30 @@ def render_makeflow(
         "default_category": default_category,
         "rules": [rule.render() for rule in rules],
     }
+
+
+def parallel_width(document: dict) -> int:
+    """How many rules of a makeflow JSON document can run at once, estimated as the largest
+    number of rules at the same depth (a rule's depth is one more than its deepest producer's)."""
+    rules = document.get("rules", [])
+
+    def name(entry) -> str:
+        return entry if isinstance(entry, str) else entry["dag_name"]
+
+    maker = {name(out): index for index, rule in enumerate(rules) for out in rule["outputs"]}
+    depth: dict[int, int] = {}
+    for index in range(len(rules)):
+        pending = [index]
+        while pending:  # iterative depth-first: no recursion limit on long chains
+            current = pending[-1]
+            parents = [maker[name(p)] for p in rules[current]["inputs"] if name(p) in maker]
+            missing = [p for p in parents if p not in depth and p != current]
+            if missing and len(pending) <= len(rules):
+                pending.extend(missing)
+                continue
+            pending.pop()
+            depth[current] = 1 + max((depth.get(p, 0) for p in parents if p != current), default=0)
+    counts: dict[int, int] = {}
+    for level in depth.values():
+        counts[level] = counts.get(level, 0) + 1
+    return max(counts.values(), default=0)

@@ -1,6 +1,7 @@
 """Real makeflow, Work Queue workers and catalog server, driven through jobs.runner."""
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -400,6 +401,50 @@ def test_the_direct_pool_serves_a_new_manager_within_seconds(procs, workdir, tmp
         wait_until(lambda: pool.step() == 0 and not pool._reap(), timeout=10)
     finally:
         pool.stop()
+
+
+def test_the_direct_pool_sizes_a_fan_out_from_the_width_hint(procs, workdir, tmp_path):
+    """One rule, then four: the manager's catalog record says 1 task for a minute, the width
+    hint in its project name says 4, and the pool gives it its two places at once."""
+    deployment = f"fan{secrets.token_hex(3)}"
+    first = logged_rule("first", "sleep 0.5 && echo x > first.txt", ["first.txt"])
+    fan = [
+        logged_rule(
+            f"fan{n}", f"sleep 1 && cat first.txt > fan{n}.txt", [f"fan{n}.txt"], ["first.txt"]
+        )
+        for n in range(4)
+    ]
+    dag = write_dag(workdir, [first, *fan])
+    pool = runner.DirectPool(
+        catalog=procs.catalog,
+        project_regex=runner.project_regex(deployment),
+        spec=procs.spec(scratch_dir=tmp_path / "pool"),
+        max_workers=3,
+        per_manager=2,
+    )
+    try:
+        run = procs.start(workdir, dag, project=runner.project_name(deployment, "job", width=4))
+        while run.poll() is None:
+            pool.step()
+            time.sleep(0.2)
+            assert time.time() - run.started_at < 30
+        rules = {r.rule: r for r in makeflowlog.read_rules(workdir, dag)}
+        hosts = {rules[f"fan{n}"].host for n in range(4)}
+        assert len(hosts) == 2, "the fan-out ran on two workers"
+    finally:
+        pool.stop()
+
+
+def test_project_names_carry_the_width_hint_and_still_match():
+    name = runner.project_name("dep", "123e4567-e89b-12d3-a456-426614174000", width=21)
+    assert name == "lmweb-dep-123e4567-e89b-12d3-a456-426614174000-w21"
+    assert runner.width_hint(name) == 21
+    assert runner.width_hint(runner.project_name("dep", "job")) is None
+    assert re.fullmatch(runner.project_regex("dep"), name)
+    base = runner.project_name("dep", "123e4567-e89b-12d3-a456-426614174000")
+    assert runner._is_width_variant(name, base)
+    assert not runner._is_width_variant(base + "-w21x", base)
+    assert not runner._is_width_variant(base + "0-w1", base)
 
 
 def test_the_direct_pool_frees_the_places_of_a_manager_that_died(procs, workdir, tmp_path):

@@ -226,3 +226,27 @@ def test_render_makeflow_accepts_a_closed_dag():
 def test_render_makeflow_refuses_a_broken_dag(rules, sources):
     with pytest.raises(ValueError):
         render_makeflow(rules, CATEGORIES, "c", sources=sources)
+
+
+def test_parallel_width_counts_the_widest_level_of_the_dag():
+    from translators.makeflow import parallel_width
+
+    def rule(out, *inputs):
+        return {"command": "true", "outputs": [out], "inputs": list(inputs)}
+
+    chain = {"rules": [rule("a"), rule("b", "a"), rule("c", "b")]}
+    fan = {"rules": [rule("a"), *(rule(f"f{n}", "a") for n in range(5)), rule("z", "f0", "f1")]}
+    # Named outputs ({"dag_name": ...}) and sources no rule makes count as in makeflow.
+    named = {
+        "rules": [
+            {"command": "true", "outputs": [{"dag_name": "x", "task_name": "x"}], "inputs": ["in"]},
+            rule("y", {"dag_name": "x", "task_name": "x"}),
+            rule("w", "in"),
+        ]
+    }
+    assert parallel_width({"rules": []}) == 0
+    assert parallel_width(chain) == 1
+    assert parallel_width(fan) == 5
+    assert parallel_width(named) == 2
+    # Rules listed before the rules they depend on are placed by their producers all the same.
+    assert parallel_width({"rules": list(reversed(fan["rules"]))}) == 5

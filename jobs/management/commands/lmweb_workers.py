@@ -22,7 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--cores", type=int, default=settings.LMWEB_WORKER_CORES)
         parser.add_argument("--no-factory", action="store_true", help="direct pool only")
         parser.add_argument("--no-direct", action="store_true", help="factory only")
-        parser.add_argument("--interval", type=float, default=1.0)
+        # How often the direct pool reads the catalog: a new job waits half of it on average.
+        parser.add_argument("--interval", type=float, default=0.25)
 
     def handle(self, *args, max_workers, cores, no_factory, no_direct, interval, **options):
         password = settings.LMWEB_WQ_PASSWORD_FILE
