@@ -18,9 +18,11 @@
 #   one-species sites) still get p = 0; the observed matrices show where.
 # - `calculate_p_values -m bonferroni -s F` writes adjusted p-values to F, not a mask: F is named
 #   p_values_*_bonferroni and users compare it with alpha.
-# - Start-up is ~0.6 s per tool on an idle host (1.5 s on the shared 2-core build box). Per PAM,
-#   randomize_pam adds ~0.45 s and calculate_pam_stats ~0.2 s (0.7-1.5 s with a tree); the latter
-#   takes one PAM per run, so only the other tools amortize their start-up over a chunk.
+# - Start-up is ~0.6 s per tool on an idle host (1.5 s on the shared 2-core build box), and
+#   calculate_pam_stats takes one PAM per run: a chunk of 50 spent most of its time starting that
+#   tool (bench/, B8). A chunk therefore computes, stacks and subsets its PAMs' statistics in one
+#   process with the tools' own library calls (CHUNK_STATS below; a test holds its three stacks
+#   equal to those of calculate_pam_stats, aggregate_matrices and wrangle_matrix run one by one).
 
 from __future__ import annotations
 
@@ -30,10 +32,9 @@ from translators.base import SCHEMA_DIALECT, InputSpec, Stage, Workflow, canonic
 from translators.makeflow import Category, Rule, render_makeflow
 
 STAGE = "main"
-# A chunk rule pays six fixed tool start-ups (randomize, three stacks, two subsets: ~9 s at the
-# 1.5 s measured here) against ~2 s per randomization (~3 s with a tree), most of it
-# calculate_pam_stats' own start-up, which lmpy's one-PAM-per-run tool makes unavoidable. At 50
-# per rule the fixed part is ~8% of a rule (~6% with a tree); 10,000 randomizations make 200 rules.
+# A chunk rule pays two fixed start-ups (randomize_pam, then chunk_stats.py for everything else:
+# ~3 s at the 1.5 s measured here) against 0.05 to 0.5 s per randomization, most of it the
+# statistics: 50 per rule keeps two rules per core busy for a typical 1,000; 10,000 make 200.
 RANDOMIZATIONS_PER_RULE = 50
 # Run with the interpreter found beside the lmpy tools on the worker's PATH.
 PYTHON = "python3"
@@ -43,6 +44,7 @@ CONFIG = "work/config"
 MATCH_PAM_CONFIG = f"{CONFIG}/match_pam.json"
 MATCH_TREE_CONFIG = f"{CONFIG}/match_tree.json"
 ANNOTATE_SCRIPT = f"{CONFIG}/annotate_tree.py"
+CHUNK_SCRIPT = f"{CONFIG}/chunk_stats.py"
 CSV_PAM = "work/pam.lmm"
 TESTED_CONFIG = {
     "site_stats": f"{CONFIG}/site_stats_tested.json",
@@ -89,6 +91,55 @@ tree = dendropy.Tree.get(path=sys.argv[1], schema="nexus")
 for taxon in tree.taxon_namespace:
     taxon.annotations.add_new("squid", taxon.label)
 tree.write(path=sys.argv[2], schema="nexus")
+'''
+
+# A chunk's statistics in one process, with the library calls of lmpy's own tools.
+CHUNK_STATS = '''\
+"""A pam-stats chunk in one process: what lmpy's tools do, without a start-up per PAM.
+
+Usage: chunk_stats.py [--tree_filename TREE] SITE_TESTED SPECIES_TESTED
+                      DIVERSITY_OUT SITE_STATS_OUT SPECIES_STATS_OUT PAM...
+
+For each PAM, as calculate_pam_stats: load the PAM and the tree, compute the diversity, site and
+species statistics. Then, as aggregate_matrices concatenate: stack the diversity matrices on axis
+1 and the others on axis 2; and as wrangle_matrix: keep the tested statistics of the last two
+(SITE_TESTED and SPECIES_TESTED are wrangler configurations).
+"""
+
+import json
+import sys
+
+from lmpy.data_wrangling.factory import WranglerFactory
+from lmpy.matrix import Matrix
+from lmpy.statistics.pam_stats import PamStats
+from lmpy.tools.wrangle_matrix import wrangle_matrix
+from lmpy.tree import TreeWrapper
+
+args = sys.argv[1:]
+tree_file = None
+if args[:1] == ["--tree_filename"]:
+    tree_file, args = args[1], args[2:]
+if len(args) < 6:
+    sys.exit(__doc__)
+site_tested, species_tested, diversity_out, site_out, species_out, *pams = args
+
+diversity, site_stats, species_stats = [], [], []
+for pam in pams:
+    tree = TreeWrapper.from_filename(tree_file) if tree_file else None
+    stats = PamStats(Matrix.load(pam), tree=tree)
+    diversity.append(stats.calculate_diversity_statistics())
+    site_stats.append(stats.calculate_site_statistics())
+    species_stats.append(stats.calculate_species_statistics())
+
+Matrix.concatenate(diversity, axis=1).write(diversity_out)
+for matrices, config, out in (
+    (site_stats, site_tested, site_out),
+    (species_stats, species_tested, species_out),
+):
+    with open(config) as handle:
+        wranglers = WranglerFactory(logger=None).get_wranglers(json.load(handle))
+    wrangled, _ = wrangle_matrix(Matrix.concatenate(matrices, axis=2), wranglers)
+    wrangled.write(out)
 '''
 
 
@@ -288,6 +339,7 @@ class PamStats(Workflow):
 
         chunks = _chunks(params["randomizations"], RANDOMIZATIONS_PER_RULE)
         if chunks:
+            files[CHUNK_SCRIPT] = CHUNK_STATS
             for key in TESTED:
                 files[TESTED_CONFIG[key]] = canonical_json(
                     [{"wrangler_type": "SubsetReorderSlicesWrangler", "axes": {"1": tested[key]}}]
@@ -341,40 +393,22 @@ def _csv_commands(*lmm_paths: str) -> list[list[str]]:
 def _chunk_rule(
     number: int, size: int, pam: str, tree_args: list[str], tree_inputs: list[str]
 ) -> Rule:
-    """Randomize `size` PAMs, compute their statistics and stack them, all in one sandbox.
+    """Randomize `size` PAMs, then compute, stack and subset their statistics in one process.
 
-    Only the three stacks leave the worker; the random PAMs and per-PAM statistics are scratch.
+    Only the three stacks leave the worker; the random PAMs are scratch.
     """
     folder = f"work/rand-{number:03d}"
     digits = len(str(size))
     random_pams = [f"{folder}/pam-{i:0{digits}d}.lmm" for i in range(1, size + 1)]
-    per_pam = {
-        key: [f"{folder}/{key}-{i:0{digits}d}.lmm" for i in range(1, size + 1)]
-        for key, _, _ in MATRICES
-    }
-    commands: list[list[str]] = []
-    for i, random_pam in enumerate(random_pams):
-        paths = {key: per_pam[key][i] for key, _, _ in MATRICES}
-        commands.append(["calculate_pam_stats", *tree_args, *_stat_args(paths), random_pam])
-    outputs, scratch = [], [*random_pams, *(p for ps in per_pam.values() for p in ps)]
-    for key, _, axis in MATRICES:
-        stack = f"{folder}/{key}.lmm"
-        outputs.append(stack)
-        if key in TESTED:
-            # Keep only the statistics that vary under the null model (module docstring).
-            full = f"{folder}/{key}_all.lmm"
-            scratch.append(full)
-            commands.append(["aggregate_matrices", "concatenate", axis, full, *per_pam[key]])
-            commands.append(["wrangle_matrix", full, TESTED_CONFIG[key], stack])
-        else:
-            commands.append(["aggregate_matrices", "concatenate", axis, stack, *per_pam[key]])
+    stacks = [f"{folder}/{key}.lmm" for key, _, _ in MATRICES]
+    tested = [TESTED_CONFIG[key] for key, _, _ in MATRICES if key in TESTED]
     return Rule(
         f"rand-{number:03d}",
         ["randomize_pam", pam, *random_pams],
-        then=commands,
-        inputs=[pam, *tree_inputs, *TESTED_CONFIG.values()],
-        outputs=outputs,
-        scratch=scratch,
+        then=[[PYTHON, CHUNK_SCRIPT, *tree_args, *tested, *stacks, *random_pams]],
+        inputs=[pam, *tree_inputs, CHUNK_SCRIPT, *TESTED_CONFIG.values()],
+        outputs=stacks,
+        scratch=random_pams,
         category="randomize",
     )
 

@@ -1,8 +1,10 @@
 """pam-stats: matching, chunked randomizations, p-values, and the staged-path checks."""
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from rendered import rules_by_id, steps
@@ -12,6 +14,7 @@ from translators import InvalidRequest, pam_stats
 
 PAM = "00000000-0000-0000-0000-000000000001"
 TREE = "00000000-0000-0000-0000-000000000002"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def request(tree=False, **params):
@@ -56,8 +59,69 @@ def test_randomizations_are_split_into_near_equal_chunks(total, sizes):
         randomize = steps(rules[rule_id])[0]
         assert randomize[:2] == ["randomize_pam", "inputs/pam.lmm"]
         assert len(randomize) == 2 + size
-        stats = [s for s in steps(rules[rule_id]) if s[0] == "calculate_pam_stats"]
-        assert [s[-1] for s in stats] == randomize[2:]
+        (chunk,) = [
+            s for s in steps(rules[rule_id]) if s[:2] == ["python3", pam_stats.CHUNK_SCRIPT]
+        ]
+        assert chunk[-size:] == randomize[2:], "one process for the chunk's statistics"
+    assert stage.files[pam_stats.CHUNK_SCRIPT] == pam_stats.CHUNK_STATS
+
+
+def test_the_chunk_script_stacks_what_the_tools_stack(tmp_path):
+    """chunk_stats.py must stay lmpy's tools: calculate_pam_stats per PAM, aggregate_matrices,
+    wrangle_matrix. Same random PAMs in, same three stacks out, with and without a tree."""
+    import dendropy
+    import numpy as np
+    from lmpy import Matrix
+
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    names = demo.make_pam(tmp_path / "pam.lmm", species=12, side=8, seed=3)
+    demo.make_tree(tmp_path / "tree.tre", names, seed=3)
+    tree = dendropy.Tree.get(path=tmp_path / "tree.tre", schema="newick")
+    for taxon in tree.taxon_namespace:
+        taxon.annotations.add_new("squid", taxon.label)
+    tree.write(path=tmp_path / "tree.nex", schema="nexus")
+    bin_dir = Path(sys.executable).parent
+
+    def tool(name, *args):
+        subprocess.run([str(bin_dir / name), *map(str, args)], check=True, capture_output=True)
+
+    pams = [tmp_path / f"random-{i}.lmm" for i in range(3)]
+    tool("randomize_pam", tmp_path / "pam.lmm", *pams)
+    (tmp_path / "chunk_stats.py").write_text(pam_stats.CHUNK_STATS)
+    for tree_args in ([], ["--tree_filename", str(tmp_path / "tree.nex")]):
+        with_tree = bool(tree_args)
+        stage = plan({"pam": "inputs/pam.lmm", **({"tree": "inputs/t.nex"} if with_tree else {})},
+                     randomizations=3)  # fmt: skip
+        configs = []
+        for key in ("site_stats", "species_stats"):
+            path = tmp_path / f"{key}-{with_tree}.json"
+            path.write_text(stage.files[pam_stats.TESTED_CONFIG[key]])
+            configs.append(path)
+        ours = [tmp_path / f"ours-{key}-{with_tree}.lmm" for key in ("div", "site", "species")]
+        subprocess.run(
+            [sys.executable, tmp_path / "chunk_stats.py", *tree_args, *configs, *ours, *pams],
+            check=True,
+            capture_output=True,
+        )
+        per_pam = {key: [] for key in ("div", "site", "species")}
+        for n, pam in enumerate(pams):
+            for key in per_pam:
+                per_pam[key].append(tmp_path / f"{key}-{n}-{with_tree}.lmm")
+            tool("calculate_pam_stats", *tree_args, "--diversity_matrix", per_pam["div"][n],
+                 "--site_stats_matrix", per_pam["site"][n],
+                 "--species_stats_matrix", per_pam["species"][n], pam)  # fmt: skip
+        theirs = [tmp_path / f"tools-{key}-{with_tree}.lmm" for key in ("div", "site", "species")]
+        tool("aggregate_matrices", "concatenate", 1, theirs[0], *per_pam["div"])
+        for key, config, out in zip(("site", "species"), configs, theirs[1:], strict=True):
+            full = tmp_path / f"all-{key}-{with_tree}.lmm"
+            tool("aggregate_matrices", "concatenate", 2, full, *per_pam[key])
+            tool("wrangle_matrix", full, config, out)
+        for a, b in zip(ours, theirs, strict=True):
+            left, right = Matrix.load(str(a)), Matrix.load(str(b))
+            assert left.get_headers() == right.get_headers(), a.name
+            assert np.array_equal(np.asarray(left), np.asarray(right), equal_nan=True), a.name
 
 
 def test_a_chunk_ships_back_only_its_three_stacks():
@@ -70,10 +134,14 @@ def test_a_chunk_ships_back_only_its_three_stacks():
         "logs/rand-001.stdout",
         "logs/rand-001.stderr",
     ]
-    aggregates = [s for s in steps(chunk) if s[0] == "aggregate_matrices"]
-    # The diversity matrix is one-dimensional: it only stacks along axis 1.
-    axes = [s[1:3] for s in aggregates]
-    assert axes == [["concatenate", "1"], ["concatenate", "2"], ["concatenate", "2"]]
+    (script,) = [s for s in steps(chunk) if s[:2] == ["python3", pam_stats.CHUNK_SCRIPT]]
+    assert script[2:7] == [
+        "work/config/site_stats_tested.json",
+        "work/config/species_stats_tested.json",
+        *chunk["outputs"][:3],
+    ]
+    # The diversity matrix is one-dimensional: the script stacks it along axis 1.
+    assert "Matrix.concatenate(diversity, axis=1)" in pam_stats.CHUNK_STATS
     assert steps(chunk)[-1][:3] == ["rm", "-f", "--"]
 
 
