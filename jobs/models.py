@@ -135,7 +135,11 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-submitted_at"]
-        indexes = [models.Index(fields=["state", "heartbeat_at"])]
+        indexes = [
+            models.Index(fields=["state", "heartbeat_at"]),
+            # A user's job list, newest first, reads one page of this index, however many jobs.
+            models.Index(fields=["owner", "-submitted_at"], name="job_owner_newest"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"],
