@@ -10,7 +10,8 @@ export LMWEB_CATALOG_PORT=${LMWEB_CATALOG_PORT:-9097}
 export LMWEB_CATALOG=127.0.0.1:$LMWEB_CATALOG_PORT
 # 0.0.0.0 lets workers on other machines find the jobs (they also need the password file).
 export LMWEB_CATALOG_BIND=${LMWEB_CATALOG_BIND:-127.0.0.1}
-export LMWEB_CONTROLLERS=${LMWEB_CONTROLLERS:-4}
+# Jobs run at once: a controller process mostly waits on its makeflow.
+export LMWEB_CONTROLLERS=${LMWEB_CONTROLLERS:-8}
 export LMWEB_MAX_WORKERS=${LMWEB_MAX_WORKERS:-$(nproc)}
 export LMWEB_WQ_PASSWORD_FILE=${LMWEB_WQ_PASSWORD_FILE:-$LMWEB_VAR/secrets/wq.password}
 export PYTHONUNBUFFERED=1
