@@ -16,7 +16,8 @@ from pathlib import Path
 from jobs import runner
 
 
-def _name(entry) -> str:
+def dag_name(entry) -> str:
+    """A makeflow JSON input or output: a path, or {"dag_name": path, "task_name": ...}."""
     return entry if isinstance(entry, str) else entry["dag_name"]
 
 
@@ -33,8 +34,8 @@ def copy_workflow(job_dir: Path, target: Path, dag: str = "main.mf.json") -> str
     target.mkdir(parents=True)
     shutil.copy(job_dir / dag, target / dag)
     rules = json.loads((job_dir / dag).read_text())["rules"]
-    made = {_name(out) for rule in rules for out in rule["outputs"]}
-    for source in {_name(p) for rule in rules for p in rule["inputs"]} - made:
+    made = {dag_name(out) for rule in rules for out in rule["outputs"]}
+    for source in {dag_name(p) for rule in rules for p in rule["inputs"]} - made:
         if (job_dir / source).exists():
             (target / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(job_dir / source, target / source)

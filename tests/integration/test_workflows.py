@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import translators
+from bench.direct import dag_name as _name
+from bench.direct import job_rules as load_rules
 from tests.conftest import SHARED_DATA, upload
 
 from .conftest import wait_until_finished
@@ -55,18 +57,6 @@ DETERMINISTIC = {
     # F-values are exact; the semi-partial signs depend on encode_tree_mcpa's unseeded draws.
     "mcpa": ["outputs/mcpa_f_values.lmm", "outputs/environment.lmm", "outputs/biogeography.lmm"],
 }
-
-
-def load_rules(job_dir: Path) -> list[dict]:
-    stages = json.loads((job_dir / "stages.json").read_text())["started"]
-    rules = []
-    for stage in stages:
-        rules += json.loads((job_dir / f"{stage}.mf.json").read_text())["rules"]
-    return rules
-
-
-def _name(entry) -> str:
-    return entry if isinstance(entry, str) else entry["dag_name"]
 
 
 def rules_for(rules: list[dict], targets: list[str]) -> list[dict]:
