@@ -375,17 +375,22 @@ def test_prepare_resume_removes_failed_folders_only_without_a_log(workdir):
     assert not (workdir / "makeflow.failed.3").exists()
 
 
-def test_the_direct_pool_serves_a_new_manager_within_seconds(procs, workdir, tmp_path):
-    deployment = f"pool{secrets.token_hex(3)}"
-    rules = [logged_rule(f"r{n}", "sleep 0.3", []) for n in range(4)]
-    dag = write_dag(workdir, rules)
-    pool = runner.DirectPool(
+def small_pool(procs, deployment: str, tmp_path) -> runner.DirectPool:
+    """Three places, two per manager, for this deployment's managers."""
+    return runner.DirectPool(
         catalog=procs.catalog,
         project_regex=runner.project_regex(deployment),
         spec=procs.spec(scratch_dir=tmp_path / "pool"),
         max_workers=3,
         per_manager=2,
     )
+
+
+def test_the_direct_pool_serves_a_new_manager_within_seconds(procs, workdir, tmp_path):
+    deployment = f"pool{secrets.token_hex(3)}"
+    rules = [logged_rule(f"r{n}", "sleep 0.3", []) for n in range(4)]
+    dag = write_dag(workdir, rules)
+    pool = small_pool(procs, deployment, tmp_path)
     try:
         run = procs.start(workdir, dag, project=runner.project_name(deployment, "job"))
         started = []
@@ -415,13 +420,7 @@ def test_the_direct_pool_sizes_a_fan_out_from_the_width_hint(procs, workdir, tmp
         for n in range(4)
     ]
     dag = write_dag(workdir, [first, *fan])
-    pool = runner.DirectPool(
-        catalog=procs.catalog,
-        project_regex=runner.project_regex(deployment),
-        spec=procs.spec(scratch_dir=tmp_path / "pool"),
-        max_workers=3,
-        per_manager=2,
-    )
+    pool = small_pool(procs, deployment, tmp_path)
     try:
         run = procs.start(workdir, dag, project=runner.project_name(deployment, "job", width=4))
         while run.poll() is None:
