@@ -1,12 +1,16 @@
 """The demo: make a seeded PAM and tree, run pam-stats through the REST API, check the package.
 
-Usage: demo.py --url http://127.0.0.1:8000 --token TOKEN --out var/demo [--randomizations N]
+Usage: demo.py --url http://127.0.0.1:8000 --token-file FILE --out var/demo [--randomizations N]
+The API token comes from --token-file (a JSON object with "token", or the bare token) or from
+the LMWEB_DEMO_TOKEN environment variable: never from the command line, which every local user
+can read in /proc.
 Exit status 0 only when the job is COMPLETE and every packaged file matches its manifest sha256.
 """
 
 import argparse
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -143,15 +147,25 @@ def wait_for_service(client: Client, seconds: float) -> None:
             time.sleep(1)
 
 
+def read_token(path: Path | None) -> str:
+    if path is None:
+        return os.environ.get("LMWEB_DEMO_TOKEN", "").strip()
+    text = path.read_text().strip()
+    return str(json.loads(text)["token"]) if text.startswith("{") else text
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token-file", type=Path, help="JSON with a 'token' key, or the token")
     parser.add_argument("--out", type=Path, default=Path("var/demo"))
     parser.add_argument("--randomizations", type=int, default=50)
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
+    token = read_token(args.token_file)
+    if not token:
+        parser.error("no token: pass --token-file or set LMWEB_DEMO_TOKEN")
 
     args.out.mkdir(parents=True, exist_ok=True)
     pam_path, tree_path = args.out / "demo-pam.lmm", args.out / "demo-tree.tre"
@@ -159,7 +173,7 @@ def main() -> int:
     make_tree(tree_path, names, seed=args.seed)
     print(f"demo: made {pam_path} and {tree_path} (seed {args.seed})", flush=True)
 
-    client = Client(args.url, args.token)
+    client = Client(args.url, token)
     wait_for_service(client, 120)
     pam = client.upload(pam_path, "Demo PAM")
     tree = client.upload(tree_path, "Demo tree")

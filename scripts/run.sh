@@ -7,7 +7,5 @@ prepare_stack
 echo "  Flower:     http://127.0.0.1:$FLOWER_PORT/  (${FLOWER_BASIC_AUTH%%:*} / ${FLOWER_BASIC_AUTH#*:})"
 echo "  Stop with Ctrl-C."
 echo
-TOKEN=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$LMWEB_DATA_DIR/demo-credentials.json")
-export LMWEB_DEMO_TOKEN=$TOKEN
 # The demo submits one pam-stats job, then stays idle so that honcho keeps the stack up.
 exec honcho -f Procfile -d "$ROOT" start ${PROCESSES//,/ } demo

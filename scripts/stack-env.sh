@@ -18,7 +18,10 @@ export PYTHONUNBUFFERED=1
 mkdir -p "$LMWEB_VAR"/{run,redis,catalog,wq-scratch,secrets} "$LMWEB_DATA_DIR"
 chmod 700 "$LMWEB_VAR/secrets"
 
-# The Work Queue password and Flower's login: made once, kept in var/secrets.
+# Django's SECRET_KEY, the Work Queue password and Flower's login: made once, kept in
+# var/secrets (0600), passed to the processes in their environment, never on a command line.
+[ -s "$LMWEB_VAR/secrets/secret_key" ] || (umask 077; head -c 48 /dev/urandom | base64 -w0 > "$LMWEB_VAR/secrets/secret_key")
+export SECRET_KEY=${SECRET_KEY:-$(cat "$LMWEB_VAR/secrets/secret_key")}
 [ -s "$LMWEB_WQ_PASSWORD_FILE" ] || (umask 077; head -c 32 /dev/urandom | base64 > "$LMWEB_WQ_PASSWORD_FILE")
 [ -s "$LMWEB_VAR/secrets/flower" ] || (umask 077; echo "admin:$(head -c 12 /dev/urandom | base64 | tr -d '/+=')" > "$LMWEB_VAR/secrets/flower")
 export FLOWER_BASIC_AUTH=${FLOWER_BASIC_AUTH:-$(cat "$LMWEB_VAR/secrets/flower")}

@@ -36,7 +36,6 @@ def test_each_service_runs_the_right_program():
     assert "celery -A lmweb beat" in SERVICES["scheduler"]["command"]
     assert "-Q lmweb " in SERVICES["scheduler"]["command"]  # recovery runs beside beat
     assert "flower" in SERVICES["flower"]["command"]
-    assert "--basic-auth" in SERVICES["flower"]["command"]
     assert SERVICES["catalog"]["command"].startswith("catalog_server -p 9097")
     assert "--appendonly yes" in SERVICES["redis"]["command"]
 
@@ -44,7 +43,8 @@ def test_each_service_runs_the_right_program():
 def test_the_app_points_at_the_other_containers():
     env = SERVICES["web"]["environment"]
     assert env["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in env["DATABASE_URL"]
-    assert env["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+    assert env["CELERY_BROKER_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    assert env["CELERY_BROKER_URL"].endswith("}@redis:6379/0")
     assert env["LMWEB_CATALOG"] == "catalog:9097"
     assert env["LMWEB_WQ_PASSWORD_FILE"] == "/run/secrets/wq_password"
     assert SERVICES["worker"]["environment"]["LMWEB_CATALOG"] == "catalog:9097"
@@ -65,4 +65,61 @@ def test_data_is_kept_in_volumes_and_health_is_checked():
         assert SERVICES[name]["healthcheck"]["test"], name
     assert "/healthz" in str(SERVICES["web"]["healthcheck"]["test"])
     assert "8000:8000" in SERVICES["web"]["ports"]
-    assert "9097:9097" in SERVICES["catalog"]["ports"]
+
+
+SECRETS = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH")
+TEXT = (ROOT / "compose" / "docker-compose.yml").read_text()
+
+
+def test_every_secret_is_required_and_has_no_default():
+    for name in SECRETS:
+        uses = re.findall(r"\$\{" + name + r"(?P<op>[^}A-Za-z_]*)", TEXT)
+        assert uses, name
+        # ${NAME:?message} everywhere: compose stops with the message when it is unset or empty.
+        assert all(op == ":?" for op in uses), (name, uses)
+    assert "change-me" not in TEXT and "changeme" not in TEXT
+
+
+def test_the_env_example_leaves_every_secret_empty():
+    example = (ROOT / "compose" / ".env.example").read_text()
+    values = dict(re.findall(r"^([A-Z_]+)=(.*)$", example, re.M))
+    for name in SECRETS:
+        assert values[name] == "", name
+
+
+def test_a_placeholder_secret_key_stops_the_web_before_it_serves():
+    command = SERVICES["web"]["command"]
+    assert command.index("check --deploy --fail-level ERROR") < command.index("gunicorn")
+
+
+def test_only_the_web_entry_point_is_published():
+    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    assert published == {"web"}
+    assert SERVICES["web"]["ports"] == ["8000:8000"]
+
+
+def test_the_catalog_and_the_data_stores_live_on_the_internal_network_only():
+    assert COMPOSE["networks"]["back"] == {"internal": True}
+    assert set(SERVICES["catalog"]["expose"]) == {"9097", "9097/udp", "9098"}
+    for name, service in SERVICES.items():
+        expected = {"front", "back"} if name == "web" else {"back"}
+        assert set(service["networks"]) == expected, name
+
+
+def test_redis_asks_for_a_password_and_every_redis_url_carries_it():
+    redis_service = SERVICES["redis"]
+    assert "requirepass $$REDIS_PASSWORD" in redis_service["command"]
+    # Given on standard input: an argument would show in /proc/<pid>/cmdline.
+    assert "--requirepass" not in redis_service["command"]
+    assert redis_service["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    urls = re.findall(r"rediss?://[^\s\"']+", TEXT)
+    assert urls
+    for url in urls:
+        assert url.startswith(("redis://:${REDIS_PASSWORD:?", "rediss://:${REDIS_PASSWORD:?")), url
+
+
+def test_flower_reads_its_login_from_the_environment():
+    assert "--basic-auth" not in SERVICES["flower"]["command"]
+    assert SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith(
+        "${FLOWER_BASIC_AUTH:?"
+    )
