@@ -30,6 +30,9 @@ MAKEFLOW = "/usr/bin/makeflow"
 WORKER = "/usr/bin/work_queue_worker"
 FACTORY = "/usr/bin/work_queue_factory"
 CATALOG_SERVER = "/usr/bin/catalog_server"
+# Debian's bubblewrap: each makeflow sees the filesystem read-only except its job folder.
+BWRAP = "/usr/bin/bwrap"
+SETPRIV = "/usr/bin/setpriv"
 
 # Managers listen on the first free port from TCP_LOW_PORT; workers must be able to reach them.
 DEFAULT_PORT_RANGE = (9200, 9999)
@@ -337,7 +340,11 @@ class WorkerSpec:
 
 
 class MakeflowRun:
-    """One running makeflow (and the direct workers attached to it)."""
+    """One running makeflow (and the direct workers attached to it).
+
+    Confined, `popen` is bubblewrap and makeflow is its only child, in the same process group
+    and session: `pid` stays the group's leader, `makeflow` is makeflow itself.
+    """
 
     def __init__(
         self,
@@ -348,6 +355,7 @@ class MakeflowRun:
         project: str,
         tmpdir: Path,
         started_at: float,
+        confined: bool = False,
     ) -> None:
         self.popen = popen
         self.paths = paths
@@ -355,7 +363,9 @@ class MakeflowRun:
         self.project = project
         self.tmpdir = tmpdir
         self.started_at = started_at  # time.time() just before the successful start
+        self.confined = confined
         self.workers: list[subprocess.Popen] = []
+        self._makeflow: ProcessId | None = None if confined else process_id(popen.pid)
         self._helpers: list[ProcessId] = []
         self._remember_helpers()
 
@@ -364,25 +374,50 @@ class MakeflowRun:
         return self.popen.pid
 
     @property
+    def makeflow(self) -> ProcessId | None:
+        """Makeflow's own process: bubblewrap's child when confined (None once it is gone)."""
+        if self.confined and self._makeflow is None and self.popen.poll() is None:
+            found = children(self.popen.pid)
+            self._makeflow = found[0] if found else None
+        return self._makeflow
+
+    @property
     def returncode(self) -> int | None:
-        return self.popen.returncode
+        if self.popen.returncode is None or self._makeflow_outlives_bwrap():
+            return None
+        return _exit_code(self.popen.returncode, self.confined)
+
+    def _makeflow_outlives_bwrap(self) -> bool:
+        # Bubblewrap killed (the thread that started it ended, an operator, the OOM killer):
+        # makeflow, told by its parent-death signal, is still aborting and writing its log.
+        # The run lasts as long as makeflow does, or a resume would share its log with it.
+        return self.confined and self._makeflow is not None and is_alive(self._makeflow)
 
     def _remember_helpers(self) -> None:
         # orted puts itself in a session of its own (--set-sid): no group kill reaches it, so
         # note it while makeflow is alive, to stop it ourselves if it outlives makeflow.
-        for child in children(self.pid):
-            if child not in self._helpers:
-                self._helpers.append(child)
+        makeflow = self.makeflow
+        if makeflow is None:
+            return
+        found = [makeflow] if self.confined else []
+        for process in [*found, *children(makeflow.pid)]:
+            if process not in self._helpers:
+                self._helpers.append(process)
 
     def poll(self) -> int | None:
         self.workers = [worker for worker in self.workers if worker.poll() is None]
-        return self.popen.poll()
+        self.popen.poll()
+        return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: float | None = None) -> int | None:
         """Makeflow's exit code; raises subprocess.TimeoutExpired after `timeout` seconds."""
-        code = self.popen.wait(timeout=timeout)
-        self.poll()
-        return code
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.popen.wait(timeout=timeout)
+        while self._makeflow_outlives_bwrap():
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.popen.args, timeout)
+            time.sleep(0.05)
+        return self.poll()
 
     def add_workers(
         self, count: int, spec: WorkerSpec, *, host: str = "127.0.0.1"
@@ -413,28 +448,62 @@ class MakeflowRun:
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM (makeflow removes its tasks from the workers and logs ABORTED), SIGKILL of
         its process group after `grace` seconds; afterwards nothing of this run is left."""
-        if self.popen.poll() is None:
+        if self.poll() is None:
             self._remember_helpers()
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
+            # To makeflow itself: bubblewrap forwards no signal, and dies of SIGTERM at once.
+            makeflow = self.makeflow
+            if makeflow is not None:
+                _signal(makeflow, signal.SIGTERM)
+            else:  # bubblewrap still setting up: makeflow gets SIGTERM when it dies
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.send_signal(signal.SIGTERM)
             try:
-                self.popen.wait(timeout=grace)
+                self.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 log.warning("makeflow %s ignored SIGTERM for %.1f s: killing it", self.pid, grace)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
+                if makeflow is not None:
+                    _signal(makeflow, signal.SIGKILL)
+                self.wait(timeout=10)
         # local_job rules and orted: whatever survived makeflow.
         _terminate([*session_members(self.pid), *self._helpers], 2.0)
         # Without their manager the workers have nothing left to do (single-shot ones may not
         # have noticed yet if they were running a task): SIGTERM makes them kill their tasks.
         stop_processes(self.workers, grace=2.0)
         self.workers = []
-        return self.popen.returncode
+        return self.returncode
 
     def cleanup_tmp(self) -> None:
         """Remove the per-run TMPDIR (Open MPI leaves ompi.<host>.<uid>/ there on every run)."""
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def _exit_code(code: int | None, confined: bool) -> int | None:
+    """Makeflow's exit code as Popen gives it: bubblewrap reports its child's death by
+    signal N as exit code 128 + N, Popen as -N (makeflow exits 0 or 1 by itself)."""
+    if confined and code is not None and code > 128:
+        return 128 - code
+    return code
+
+
+def confinement(workdir: Path, writable: Sequence[Path] = ()) -> list[str]:
+    """bubblewrap's arguments: the whole filesystem read-only, the job folder (and `writable`)
+    writable, a private /dev; network, processes and user shared (the manager listens, and is
+    signalled from outside).
+
+    CCTools 9.9's manager writes a returned output wherever the worker's reply names it
+    ("file <name>/../../x"): without a TLS link any relay on the path may say so.
+    setpriv ties makeflow to bubblewrap (SIGTERM when it dies) as _die_with_parent ties
+    bubblewrap to the controller: bubblewrap's own --die-with-parent would SIGKILL makeflow,
+    which then neither aborts its tasks nor marks its log.
+    """
+    args = [BWRAP, "--ro-bind", "/", "/", "--dev", "/dev"]
+    for path in [workdir, *writable]:
+        args += ["--bind", str(path), str(path)]
+    if os.geteuid() == 0:
+        args += ["--cap-drop", "ALL"]  # root ignores file modes, not read-only mounts
+    return [*args, "--chdir", str(workdir), SETPRIV, "--pdeathsig", "TERM", "--"]
 
 
 def _read_from(path: Path, offset: int) -> str:
@@ -502,6 +571,7 @@ def start_makeflow(
     attempts: int = STARTUP_ATTEMPTS,
     startup_timeout: float = STARTUP_TIMEOUT,
     die_with_parent: bool = True,
+    confine: bool = True,
 ) -> MakeflowRun:
     """Start (or resume: same folder, same log) `makeflow -T wq` on `workdir/dag`.
 
@@ -510,6 +580,7 @@ def start_makeflow(
     no port file within `startup_timeout`, raises StartupError with makeflow's words.
     `max_remote=None` leaves makeflow's own limit (1000 here). `die_with_parent` ties makeflow
     to the calling thread's process: call from the thread that will supervise the run.
+    `confine` runs it in bubblewrap, where only `workdir` (and `tmpdir`) can be written.
     """
     workdir = Path(workdir).resolve()
     paths = LogPaths(workdir, dag)
@@ -527,6 +598,11 @@ def start_makeflow(
         log_verbose=log_verbose,
         extra_args=extra_args,
     )
+    if confine:
+        if not os.access(BWRAP, os.X_OK):
+            raise StartupError(f"makeflow is to be confined, but {BWRAP} is missing (bubblewrap)")
+        writable = [] if tmpdir.resolve().is_relative_to(workdir) else [tmpdir.resolve()]
+        args = [*confinement(workdir, writable), *args]
     low, high = port_range
     reason = "no attempt made"
     for attempt in range(1, attempts + 1):
@@ -552,24 +628,27 @@ def start_makeflow(
                 if die_with_parent
                 else None,
             )
+        run = MakeflowRun(
+            popen,
+            paths=paths,
+            port=0,
+            project=project,
+            tmpdir=tmpdir,
+            started_at=started_at,
+            confined=confine,
+        )
         port = _wait_for_port(popen, paths.port_file, startup_timeout)
         if port is not None:
-            log.info("makeflow %s of %s listens on port %d", popen.pid, project, port)
-            return MakeflowRun(
-                popen,
-                paths=paths,
-                port=port,
-                project=project,
-                tmpdir=tmpdir,
-                started_at=started_at,
-            )
-        code = popen.poll()
+            run.port = port
+            run._remember_helpers()
+            pid = run.makeflow.pid if run.makeflow else popen.pid
+            log.info("makeflow %s of %s listens on port %d", pid, project, port)
+            return run
+        code = run.poll()
         if code is None:
             # Still parsing or checking files (the port file comes after both): a retry would
             # only start that over.
-            MakeflowRun(
-                popen, paths=paths, port=0, project=project, tmpdir=tmpdir, started_at=started_at
-            ).stop(grace=2.0)
+            run.stop(grace=2.0)
             raise StartupError(f"makeflow {dag}: no port file after {startup_timeout:.0f} s")
         said = _read_from(paths.stderr, err_offset) + _read_from(paths.stdout, out_offset)
         reason = f"exit code {code}: {said.strip()[-2000:]}"

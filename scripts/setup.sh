@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   python3-venv python3-dev build-essential
-  coop-computing-tools openmpi-bin
+  coop-computing-tools openmpi-bin bubblewrap
   libgdal-dev gdal-bin graphviz
   redis-server postgresql-client
   chromium chromium-driver
