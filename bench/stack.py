@@ -73,6 +73,8 @@ class Stack:
             # One user drives the whole load test; the product's per-user rates would refuse it.
             "LMWEB_THROTTLE_USER": "100000000/hour",
             "LMWEB_THROTTLE_SUBMIT": "100000000/hour",
+            "LMWEB_USER_MAX_QUEUED": "100000000",
+            "LMWEB_USER_MAX_RUNNING": "1000",
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }

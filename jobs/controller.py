@@ -29,7 +29,7 @@ import translators
 from lmweb.logs import job_context
 from translators.makeflow import parallel_width
 
-from . import formats, makeflowlog, runner
+from . import formats, limits, makeflowlog, runner
 from .models import IllegalTransition, Job, Output, State
 
 log = logging.getLogger(__name__)
@@ -90,17 +90,27 @@ def project_name(job: Job, dag: str | None = None) -> str:
 
 
 def job_claim(*, job_id: str, controller: str) -> Job | None:
-    """Take a queued job for this controller; None if it is not queued (any more)."""
-    now = timezone.now()
-    changed = Job.objects.filter(pk=job_id, state=State.QUEUED).update(
-        state=State.INITIALIZING,
-        claimed_by=controller,
-        heartbeat_at=now,
-        started_at=Coalesce(F("started_at"), now),
-        attempts=F("attempts") + 1,
-        error_code="",
-        error_message="",
-    )
+    """Take a queued job for this controller; None if it is not queued (any more).
+
+    Raises limits.OverLimit, leaving the job QUEUED, while its owner already has
+    LMWEB_USER_MAX_RUNNING jobs running: the task looks again later.
+    """
+    with transaction.atomic():
+        queued = Job.objects.filter(pk=job_id, state=State.QUEUED)
+        owner_id = queued.values_list("owner_id", flat=True).first()
+        if owner_id is None:
+            return None
+        limits.running_check(owner_id=owner_id)
+        now = timezone.now()
+        changed = queued.update(
+            state=State.INITIALIZING,
+            claimed_by=controller,
+            heartbeat_at=now,
+            started_at=Coalesce(F("started_at"), now),
+            attempts=F("attempts") + 1,
+            error_code="",
+            error_message="",
+        )
     return Job.objects.get(pk=job_id) if changed == 1 else None
 
 

@@ -18,7 +18,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from . import formats, inspection
+from . import formats, inspection, limits
 from .models import FINISHED_STATES, Dataset, IllegalTransition, Job, JobInput, State
 from .validation import RequestInvalid, validate_request
 
@@ -125,8 +125,10 @@ def job_submit(*, owner: AbstractBaseUser, payload, idempotency_key: str = "") -
         if earlier is not None:
             return earlier, False
     valid = validate_request(payload, datasets=visible_datasets(owner))
+    limits.work_check(owner=owner, workflow=valid.workflow.name, request=valid.request)
     try:
         with transaction.atomic():
+            limits.queued_check(owner=owner)
             job = Job(
                 owner=owner,
                 workflow=valid.workflow.name,

@@ -4,13 +4,22 @@ import os
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
+from django.conf import settings
+
+from .limits import OverLimit
 
 
-@shared_task(name="jobs.run_job", acks_late=True, ignore_result=True)
-def run_job(job_id: str) -> None:
+# max_retries=None: a job over its owner's running limit waits as long as the owner's other
+# jobs run (each is bounded by LMWEB_JOB_MAX_SECONDS); it stays QUEUED meanwhile.
+@shared_task(bind=True, name="jobs.run_job", acks_late=True, ignore_result=True, max_retries=None)
+def run_job(self, job_id: str) -> None:
     from .controller import job_run
 
-    job_run(job_id=job_id)
+    try:
+        job_run(job_id=job_id)
+    except OverLimit as exc:
+        # A new message, then this one is acknowledged: the job is never without one.
+        raise self.retry(countdown=settings.LMWEB_USER_RETRY_SECONDS, exc=exc) from None
 
 
 @shared_task(name="jobs.recover", ignore_result=True)

@@ -1,5 +1,6 @@
 """The one settings module: what varies between deployments comes from the environment."""
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -230,8 +231,6 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-
 # Celery: JSON only, one job per worker process at a time, acknowledged after the work so a
 # controller that dies hands its job back to the broker.
 CELERY_BROKER_URL = env_url(
@@ -297,6 +296,44 @@ LMWEB_MAKEFLOW_STARTS = env_int("LMWEB_MAKEFLOW_STARTS", 3, minimum=1)
 # a failed, unchanging log for this long means it will not finish.
 LMWEB_STUCK_SECONDS = env_int("LMWEB_STUCK_SECONDS", 3, minimum=1)
 LMWEB_MAX_ATTEMPTS = env_int("LMWEB_MAX_ATTEMPTS", 3, minimum=1)
+
+# --- Fair limits per user, shared throttles, trusted proxies (issue 11, items 7 and 8).
+# Throttle counts live in Redis, so every web process counts the same requests: the broker's
+# Redis unless LMWEB_CACHE_URL names another (redis://, rediss:// or unix:// URLs).
+_broker = urlsplit(CELERY_BROKER_URL)
+_cache_default = f"unix://{_broker.path}" if _broker.scheme == "redis+socket" else CELERY_BROKER_URL
+LMWEB_CACHE_URL = env_url("LMWEB_CACHE_URL", _cache_default, {"redis", "rediss", "unix"})
+CACHES = {
+    "default": {
+        "BACKEND": "lmweb.cache.RedisCache",
+        "LOCATION": LMWEB_CACHE_URL,
+        "KEY_PREFIX": "lmweb-cache",
+        # A slow or lost Redis must not hold a request: throttles then let requests through.
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+# X-Forwarded-For is believed only when the request comes from one of these addresses or
+# networks (the reverse proxies in front of the web); empty: REMOTE_ADDR only.
+LMWEB_TRUSTED_PROXIES = env_list("LMWEB_TRUSTED_PROXIES", [])
+try:
+    TRUSTED_PROXY_NETWORKS = [
+        ipaddress.ip_network(item, strict=False) for item in LMWEB_TRUSTED_PROXIES
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"LMWEB_TRUSTED_PROXIES: {exc}") from None
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "jobs.api.throttles.AnonRateThrottle",
+    "jobs.api.throttles.UserRateThrottle",
+]
+# A user's jobs waiting (QUEUED) and running at once (INITIALIZING, RUNNING, CANCELING): over
+# the first a submission is 429; over the second a job waits in the queue and is looked at
+# again every LMWEB_USER_RETRY_SECONDS.
+LMWEB_USER_MAX_QUEUED = env_int("LMWEB_USER_MAX_QUEUED", 100, minimum=1)
+LMWEB_USER_MAX_RUNNING = env_int("LMWEB_USER_MAX_RUNNING", 4, minimum=1)
+LMWEB_USER_RETRY_SECONDS = env_int("LMWEB_USER_RETRY_SECONDS", 10, minimum=1, maximum=3600)
+# selftest work (tasks x seconds) a non-staff user may request; staff may request up to the
+# workflow's own maximum.
+LMWEB_SELFTEST_MAX_WORK = env_int("LMWEB_SELFTEST_MAX_WORK", 600)
 
 LOG_FORMAT = env_str("LMWEB_LOG_FORMAT", "json")
 if LOG_FORMAT not in {"json", "plain"}:

@@ -96,6 +96,27 @@ def tree_dataset(api):
     return response.json()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_keys():
+    """Throttle counts live in Redis, shared by every process: this session's own key prefix
+    keeps them from mixing with another run's (user ids repeat across test databases)."""
+    import contextlib
+    import copy
+    import uuid
+
+    from django.conf import settings
+    from django.test import override_settings
+
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["KEY_PREFIX"] = f"lmweb-test-{uuid.uuid4().hex[:12]}"
+    with override_settings(CACHES=caches):
+        yield
+        from django.core.cache import cache
+
+        with contextlib.suppress(Exception):
+            cache.clear()  # this prefix's keys only (lmweb.cache.RedisCache)
+
+
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     # Password hashing is deliberately slow; tests create many users.

@@ -6,9 +6,10 @@ import traceback
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import DataError, InterfaceError, OperationalError
 from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.exceptions import APIException, ParseError, Throttled, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from ..limits import OverLimit
 from ..services import Conflict, TooLarge
 from ..validation import RequestInvalid
 
@@ -60,6 +61,13 @@ def exception_handler(exc, context):
         exc = PayloadTooLarge(str(exc))
     elif isinstance(exc, Conflict):
         exc = ConflictError(str(exc))
+    elif isinstance(exc, OverLimit):
+        over = exc
+        exc = Throttled(wait=over.retry_after, detail=str(over))
+        response = drf_exception_handler(exc, context)
+        # Throttled's detail would add "Expected available in N seconds"; say which limit.
+        response.data = {"detail": str(over), "limit": over.limit, "maximum": over.maximum}
+        return response
     elif isinstance(exc, (InterfaceError, OperationalError)):
         log.exception("database error while serving %s", context.get("request"))
         exc = ServiceUnavailable()

@@ -16,7 +16,6 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
-from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 import lmweb
@@ -36,6 +35,7 @@ from .serializers import (
     TaskSerializer,
     WorkflowSerializer,
 )
+from .throttles import ScopedRateThrottle, UserRateThrottle
 
 
 class DatasetFilter(django_filters.FilterSet):
@@ -87,7 +87,9 @@ class DatasetViewSet(
             name=upload.validated_data.get("name", ""),
         )
         body = self.get_serializer(dataset).data
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+        # DRF's URL fields are Hyperlink objects; wsgiref (runserver) accepts only exact str.
+        headers = {"Location": str(body["url"])}
+        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
     def perform_destroy(self, instance):
         services.dataset_delete(dataset=instance)
@@ -171,7 +173,7 @@ class JobViewSet(
             owner=request.user, payload=request.data, idempotency_key=key
         )
         body = self.get_serializer(job).data
-        headers = {"Location": body["url"]}
+        headers = {"Location": str(body["url"])}
         if not created:
             headers["Idempotent-Replayed"] = "true"
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
