@@ -1,8 +1,10 @@
 """Recognise what an uploaded file is from its content (its name is only a hint)."""
 
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from django.conf import settings
+
+from . import inspection
 from .models import Dataset
 
 Format = Dataset.Format
@@ -44,21 +46,23 @@ def media_type(path: str | Path) -> str:
     return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
 
 
+ZIP_KINDS = {
+    "lmm": Format.LMM,
+    "dwca": Format.DWCA,
+    "shapefiles": Format.SHAPEFILE_ZIP,
+    "zip": Format.ZIP,
+    "unreadable": Format.UNKNOWN,
+}
+
+
 def _zip_format(path: Path) -> str:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = {PurePosixPath(info.filename) for info in archive.infolist()}
-    except (zipfile.BadZipFile, OSError):
-        return Format.UNKNOWN
-    base_names = {name.name.lower() for name in names}
-    suffixes = {name.suffix.lower() for name in names}
-    if {"headers.json", "data.npz"} <= base_names:
-        return Format.LMM
-    if "meta.xml" in base_names:
-        return Format.DWCA
-    if ".shp" in suffixes:
-        return Format.SHAPEFILE_ZIP
-    return Format.ZIP
+    # A central directory can list millions of members: it is read in the inspection subprocess,
+    # which also refuses members that climb out, links and bombs (BadContent).
+    limits = inspection.Limits.from_settings(settings)
+    [outcome] = inspection.run_isolated([inspection.Check("zip", str(path), {})], limits)
+    if outcome.error:
+        raise inspection.BadContent(outcome.error)
+    return ZIP_KINDS[outcome.facts["kind"]]
 
 
 def _text_format(head: bytes, suffix: str) -> str:
@@ -85,7 +89,9 @@ def _text_format(head: bytes, suffix: str) -> str:
 
 
 def detect(path: Path, original_name: str) -> str:
-    """The format of the file at `path`; `original_name` only breaks ties."""
+    """The format of the file at `path`; `original_name` only breaks ties.
+
+    Raises inspection.BadContent for a zip archive that must not be stored."""
     suffix = Path(original_name).suffix.lower()
     with path.open("rb") as handle:
         head = handle.read(65536)

@@ -1,33 +1,136 @@
-"""Look inside input files before anything runs, so that a bad file is a 400, not a failed job."""
+"""Look inside input files before anything runs, so that a bad file is a 400, not a failed job.
 
+The checks read headers and streams under explicit limits and never trust a size a file declares.
+The web process runs them through `run_isolated`: in a subprocess (jobs/inspect_worker.py) with a
+memory cap and a timeout, so a hostile file costs that process, not the web.
+"""
+
+import codecs
 import csv
 import io
 import json
+import logging
+import math
+import os
+import re
 import stat
+import subprocess
+import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-# A zip may not unpack into more than this, nor hold more members (zip bombs).
-ZIP_MAX_UNPACKED = 8 * 1024**3
-ZIP_MAX_MEMBERS = 100_000
+log = logging.getLogger(__name__)
+
 CSV_SNIFF_ROWS = 200
+# A CSV line longer than this is refused before the csv module buffers it (its own field limit,
+# 128 KiB, then says "does not parse" for shorter ones).
+CSV_LINE_MAX = 1024**2
+# lmpy's headers.json: site coordinates and species names, a few MB for the largest PAM allowed.
+HEADERS_MAX_BYTES = 64 * 1024**2
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF and BigTIFF
+# GDAL as the inspection runs it: rasters by header only, no sidecar files looked for or written
+# (.aux.xml, .ovr, world files), no network, one thread, a small block cache.
+GDAL_OPTIONS = {
+    "GDAL_PAM_ENABLED": "NO",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_GEOREF_SOURCES": "INTERNAL",
+    "GDAL_HTTP_TIMEOUT": "1",
+    "GDAL_HTTP_MAX_RETRY": "0",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".none",
+    "GDAL_NUM_THREADS": "1",
+    "GDAL_CACHEMAX": "16",
+}
+RASTER_DRIVERS = ["GTiff"]
+
+# Which limits each kind of input (InputSpec.content) is held to.
+LIMITS_BY_CONTENT = {
+    "pam": ("pam_cells", "csv_rows", "zip_members", "zip_unpacked_bytes"),
+    "tree": ("tree_tips",),
+    "occurrences": ("csv_rows", "zip_members", "zip_unpacked_bytes"),
+    "dwca": ("zip_members", "zip_unpacked_bytes"),
+    "raster": ("raster_pixels", "raster_bands"),
+    "shapefiles": ("zip_members", "zip_unpacked_bytes"),
+    "name-map": ("csv_rows",),
+}
 
 
 class BadContent(ValueError):
     """The file is not what the input needs; the message says why, for the user."""
 
 
-def check_zip_members(path: Path) -> list[zipfile.ZipInfo]:
+class Unreadable(BadContent):
+    """Not a zip archive that can be read at all."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an input may hold, and what inspecting it may cost (see settings.py)."""
+
+    pam_cells: int
+    tree_tips: int
+    raster_pixels: int
+    raster_bands: int
+    csv_rows: int
+    zip_members: int
+    zip_unpacked_bytes: int
+    inspection_memory_bytes: int
+    inspection_seconds: int
+
+    @classmethod
+    def from_settings(cls, settings) -> "Limits":
+        return cls(
+            pam_cells=settings.MAX_PAM_CELLS,
+            tree_tips=settings.MAX_TREE_TIPS,
+            raster_pixels=settings.MAX_RASTER_PIXELS,
+            raster_bands=settings.MAX_RASTER_BANDS,
+            csv_rows=settings.MAX_CSV_ROWS,
+            zip_members=settings.MAX_ZIP_MEMBERS,
+            zip_unpacked_bytes=settings.MAX_ZIP_UNPACKED,
+            inspection_memory_bytes=settings.INSPECT_MEMORY_BYTES,
+            inspection_seconds=settings.INSPECT_SECONDS,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Zip archives
+
+
+def _declared_members(path: Path) -> int:
+    """The member count the end record claims, read before zipfile builds an object per member
+    (a central directory can list millions). 0 when there is no end record."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        tail_size = min(size, 22 + 65535)
+        handle.seek(size - tail_size)
+        tail = handle.read(tail_size)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) < at + 12:
+            return 0
+        entries = int.from_bytes(tail[at + 10 : at + 12], "little")
+        if entries == 0xFFFF and at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07":
+            handle.seek(int.from_bytes(tail[at - 12 : at - 4], "little"))
+            record = handle.read(40)
+            if record[:4] == b"PK\x06\x06" and len(record) == 40:
+                entries = int.from_bytes(record[32:40], "little")
+        return entries
+
+
+def check_zip_members(path: Path, *, limits: Limits) -> list[zipfile.ZipInfo]:
     """Refuse archives that would write outside their folder, links, and bombs."""
+    if _declared_members(path) > limits.zip_members:
+        raise BadContent(f"the archive holds more than {limits.zip_members} members")
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BadContent(f"not a readable zip archive ({exc})") from None
-    if len(members) > ZIP_MAX_MEMBERS:
-        raise BadContent(f"the archive holds more than {ZIP_MAX_MEMBERS} members")
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise Unreadable(f"not a readable zip archive ({exc})") from None
+    if len(members) > limits.zip_members:
+        raise BadContent(f"the archive holds more than {limits.zip_members} members")
     unpacked = 0
     for member in members:
         name = member.filename
@@ -41,159 +144,440 @@ def check_zip_members(path: Path) -> list[zipfile.ZipInfo]:
         if stat.S_ISLNK(member.external_attr >> 16):
             raise BadContent(f"the archive member {name!r} is a symbolic link")
         unpacked += member.file_size
-    if unpacked > ZIP_MAX_UNPACKED:
-        raise BadContent(f"the archive would unpack to more than {ZIP_MAX_UNPACKED} bytes")
+    if unpacked > limits.zip_unpacked_bytes:
+        raise BadContent(f"the archive would unpack to more than {limits.zip_unpacked_bytes} bytes")
     return members
 
 
-def check_pam(path: Path) -> None:
-    """An lmpy matrix: headers.json and data.npz holding a 2-D array that the headers fit."""
+def zip_kind(path: Path, *, limits: Limits) -> dict:
+    """What a zip upload holds by its member names ("lmm", "dwca", "shapefiles", "zip"), or
+    "unreadable"; BadContent for members that climb out, links and bombs."""
+    try:
+        members = check_zip_members(path, limits=limits)
+    except Unreadable:
+        return {"kind": "unreadable"}
+    names = {PurePosixPath(info.filename) for info in members}
+    base_names = {name.name.lower() for name in names}
+    if {"headers.json", "data.npz"} <= base_names:
+        return {"kind": "lmm"}
+    if "meta.xml" in base_names:
+        return {"kind": "dwca"}
+    if ".shp" in {name.suffix.lower() for name in names}:
+        return {"kind": "shapefiles"}
+    return {"kind": "zip"}
+
+
+class _Capped(io.RawIOBase):
+    """A read-only stream that refuses to give more than `cap` bytes of `source`: a member's
+    real size, not the one its archive declares."""
+
+    def __init__(self, source, cap: int, what: str):
+        self.source, self.cap, self.what, self.count = source, cap, what, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.source.close()
+        super().close()
+
+    def readinto(self, buffer) -> int:
+        data = self.source.read(min(len(buffer), self.cap + 1 - self.count))
+        self.count += len(data)
+        if self.count > self.cap:
+            raise BadContent(f"{self.what} unpacks to more than {self.cap} bytes")
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _member_stream(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> _Capped:
+    if info.file_size > cap:
+        raise BadContent(f"{info.filename} unpacks to more than {cap} bytes")
+    return _Capped(archive.open(info), cap, info.filename)
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _drain(stream) -> int:
+    """Read `stream` to its end; its length."""
+    while stream.read(1024**2):
+        pass
+    return stream.count
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrices (PAMs)
+
+
+def check_pam(path: Path, *, limits: Limits) -> dict:
+    """An lmpy matrix: headers.json and data.npz holding a 2-D numeric array the headers fit.
+
+    The cell count comes from the array's .npy header, read from the member stream: the
+    array itself is never loaded."""
     if path.suffix == ".csv":
-        _check_csv_matrix(path)
-        return
-    check_zip_members(path)
+        return _check_csv_matrix(path, limits=limits)
+    members = {info.filename: info for info in check_zip_members(path, limits=limits)}
+    for name in ("headers.json", "data.npz"):
+        if name not in members:
+            raise BadContent(f"not an lmpy matrix: it has no {name}")
+    # A data.npz no larger than the largest allowed matrix of float64 would be, stored.
+    npz_cap = min(limits.zip_unpacked_bytes, limits.pam_cells * 8 + 1024**2)
     try:
         with zipfile.ZipFile(path) as archive:
-            headers = json.loads(archive.read("headers.json"))
-            with archive.open("data.npz") as handle:
-                npz = np.load(io.BytesIO(handle.read()), allow_pickle=False)
-                data = npz[npz.files[0]]
-    except KeyError as exc:
-        raise BadContent(f"not an lmpy matrix: {exc.args[0]} is missing") from None
-    except (ValueError, OSError, IndexError, zipfile.BadZipFile) as exc:
+            with _member_stream(archive, members["headers.json"], HEADERS_MAX_BYTES) as stream:
+                headers = json.loads(stream.read())
+            with tempfile.TemporaryFile() as npz:
+                with _member_stream(archive, members["data.npz"], npz_cap) as stream:
+                    while chunk := stream.read(1024**2):
+                        npz.write(chunk)
+                npz.seek(0)
+                shape, dtype, data_bytes = _npy_header(npz)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, BadContent):
+            raise
         raise BadContent(f"not an lmpy matrix ({type(exc).__name__}: {exc})") from None
-    if data.ndim != 2 or 0 in data.shape:
-        raise BadContent(f"a PAM must be a non-empty 2-D matrix; this one has shape {data.shape}")
-    if not np.issubdtype(data.dtype, np.number) and data.dtype != bool:
-        raise BadContent(f"a PAM must hold numbers, not {data.dtype}")
+    if len(shape) != 2 or 0 in shape:
+        raise BadContent(f"a PAM must be a non-empty 2-D matrix; this one has shape {shape}")
+    if not np.issubdtype(dtype, np.number) and dtype != np.dtype(bool):
+        raise BadContent(f"a PAM must hold numbers, not {dtype}")
+    cells = math.prod(shape)
+    if cells > limits.pam_cells:
+        raise BadContent(
+            f"the PAM has {cells} cells ({shape[0]} sites x {shape[1]} species), over the limit "
+            f"of {limits.pam_cells} cells"
+        )
+    if data_bytes < cells * dtype.itemsize:
+        raise BadContent("not an lmpy matrix: data.npz holds less data than its shape says")
+    # lmpy writes {"headers": {"0": ..., "1": ...}, "metadata": ...}; older files the axes alone.
+    axes = headers.get("headers", headers) if isinstance(headers, dict) else None
     for axis in (0, 1):
-        labels = headers.get(str(axis)) if isinstance(headers, dict) else None
-        if labels is not None and len(labels) != data.shape[axis]:
-            raise BadContent(
-                f"axis {axis} has {data.shape[axis]} entries but {len(labels)} headers"
-            )
+        labels = axes.get(str(axis)) if isinstance(axes, dict) else None
+        if labels is not None and (not isinstance(labels, list) or len(labels) != shape[axis]):
+            count = len(labels) if isinstance(labels, list) else "no list of"
+            raise BadContent(f"axis {axis} has {shape[axis]} entries but {count} headers")
+    return {"cells": cells, "shape": list(shape)}
 
 
-def _check_csv_matrix(path: Path) -> None:
-    rows = _csv_rows(path, limit=None)
-    if len(rows) < 2 or len(rows[0]) < 4:
-        raise BadContent("a CSV PAM needs a header row and site rows of id, x, y, species...")
-    width = len(rows[0])
-    for number, row in enumerate(rows[1:], start=2):
+def _npy_header(npz) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data length of the array numpy.load would read from this .npz (its first
+    member), from the .npy header alone."""
+    with zipfile.ZipFile(npz) as inner:
+        infos = inner.infolist()
+        if not infos:
+            raise BadContent("not an lmpy matrix: data.npz holds no array")
+        first = infos[0]
+        with inner.open(first) as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise BadContent(f"not an lmpy matrix: .npy format {version} is not supported")
+            header_size = stream.tell()
+    if any(not isinstance(n, int) or n < 0 for n in shape):
+        raise BadContent(f"not an lmpy matrix: shape {shape}")
+    return tuple(shape), dtype, first.file_size - header_size
+
+
+def _check_csv_matrix(path: Path, *, limits: Limits) -> dict:
+    width, sites, cells = 0, 0, 0
+    for number, row in _csv_stream(path, limits=limits):
+        if number == 1:
+            width = len(row)
+            if width < 4:
+                break
+            continue
         if len(row) != width:
             raise BadContent(f"row {number} has {len(row)} fields, the header {width}")
         try:
             [float(value) for value in row[1:]]
         except ValueError:
             raise BadContent(f"row {number} holds a value that is not a number") from None
+        sites += 1
+        cells += width - 3
+        if cells > limits.pam_cells:
+            raise BadContent(
+                f"the PAM has more than {limits.pam_cells} cells (row {number}, "
+                f"{width - 3} species)"
+            )
+    if width < 4 or sites < 1:
+        raise BadContent("a CSV PAM needs a header row and site rows of id, x, y, species...")
+    return {"cells": cells, "shape": [sites, width - 3]}
 
 
-def check_tree(path: Path) -> None:
-    import dendropy
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+
+def _csv_lines(path: Path) -> Iterator[str]:
+    """The file's lines as text, checked as UTF-8 without NULs, none longer than CSV_LINE_MAX."""
+    offset = 0
+    with path.open("rb") as handle:
+        while line := handle.readline(CSV_LINE_MAX + 1):
+            if len(line) > CSV_LINE_MAX:
+                raise BadContent(f"the CSV has a line longer than {CSV_LINE_MAX} bytes")
+            if b"\x00" in line:
+                raise BadContent("the CSV holds NUL bytes")
+            try:
+                # UTF-8 never holds a newline byte inside a character: lines decode alone.
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadContent(f"the CSV is not UTF-8 text (byte {offset + exc.start})") from None
+            if offset == 0:
+                text = text.removeprefix(codecs.BOM_UTF8.decode())
+            offset += len(line)
+            yield text
+
+
+def _csv_stream(path: Path, *, limits: Limits) -> Iterator[tuple[int, list[str]]]:
+    """(row number, fields) of each row, counting rows as they stream past the limit."""
+    number = 0
+    try:
+        for number, row in enumerate(csv.reader(_csv_lines(path)), start=1):
+            if number > limits.csv_rows:
+                raise BadContent(f"the CSV has more than {limits.csv_rows} rows")
+            yield number, row
+    except csv.Error as exc:
+        raise BadContent(f"the CSV does not parse: {exc}") from None
+
+
+def check_occurrences(path: Path, columns: dict[str, str], *, limits: Limits) -> dict:
+    """A CSV with a header naming the requested columns and at least one record."""
+    if path.suffix == ".zip":
+        return check_dwca(path, limits=limits)
+    positions: dict[str, int] = {}
+    number = rows = 0
+    for number, row in _csv_stream(path, limits=limits):
+        if number == 1:
+            header = [name.strip() for name in row]
+            missing = [f"{key}={name!r}" for key, name in columns.items() if name not in header]
+            if missing:
+                shown = ", ".join(header[:20])
+                raise BadContent(f"the CSV has no column {', '.join(missing)} (it has: {shown})")
+            positions = {key: header.index(name) for key, name in columns.items()}
+            continue
+        rows += 1
+        if number > CSV_SNIFF_ROWS + 1:
+            continue  # the rest is counted and checked as CSV, not value by value
+        for key in ("x_column", "y_column"):
+            if key in positions:
+                try:
+                    float(row[positions[key]])
+                except (ValueError, IndexError):
+                    raise BadContent(f"row {number}: {columns[key]!r} is not a number") from None
+    if number == 0:
+        raise BadContent("the CSV is empty")
+    if rows == 0:
+        raise BadContent("the CSV has a header but no records")
+    return {"rows": rows}
+
+
+def check_name_map(path: Path, *, limits: Limits) -> dict:
+    rows = sum(1 for _ in _csv_stream(path, limits=limits))
+    if not rows:
+        raise BadContent("the name map is empty")
+    return {"rows": rows}
+
+
+def check_dwca(path: Path, *, limits: Limits) -> dict:
+    members = check_zip_members(path, limits=limits)
+    if not any(PurePosixPath(m.filename).name.lower() == "meta.xml" for m in members):
+        raise BadContent("not a Darwin Core Archive: no meta.xml")
+    return {"members": len(members)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Trees
+
+_TREE_SPECIAL = re.compile(rb"[',\[]")
+
+
+def _tip_bound(path: Path, stop: int) -> int:
+    """Commas outside quoted labels and [comments], plus one: a tree's tips (each comma parts
+    two siblings), or all its trees' tips, without parsing. Stops counting past `stop`."""
+    commas, closing = 0, None
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024**2):
+            at = 0
+            while at < len(chunk):
+                if closing is not None:
+                    end = chunk.find(closing, at)
+                    if end < 0:
+                        break
+                    closing, at = None, end + 1
+                    continue
+                match = _TREE_SPECIAL.search(chunk, at)
+                if match is None:
+                    break
+                at = match.end()
+                if match[0] == b",":
+                    commas += 1
+                    if commas >= stop:
+                        return commas + 1
+                else:
+                    closing = b"'" if match[0] == b"'" else b"]"
+    return commas + 1
+
+
+def check_tree(path: Path, *, limits: Limits) -> dict:
+    import dendropy  # a second or so to import; only the inspection subprocess needs it
 
     schema = {".nex": "nexus", ".tre": "newick"}.get(path.suffix, "newick")
+    # A nexus file's translate table lists each tip once more, with commas.
+    bound = limits.tree_tips * (2 if schema == "nexus" else 1) + 1
+    if _tip_bound(path, stop=bound) > bound:
+        raise BadContent(f"the tree has more than {limits.tree_tips} tips")
     try:
         tree = dendropy.Tree.get(path=str(path), schema=schema)
     except Exception as exc:  # dendropy raises many kinds of errors for bad input
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadContent(f"the tree does not parse as {schema}: {message[:300]}") from None
     tips = tree.leaf_nodes()
+    if len(tips) > limits.tree_tips:
+        raise BadContent(f"the tree has {len(tips)} tips, over the limit of {limits.tree_tips}")
     if len(tips) < 2:
         raise BadContent("the tree has fewer than two tips")
     if any(node.taxon is None for node in tips):
         raise BadContent("the tree has unlabelled tips")
+    return {"tips": len(tips)}
 
 
-def _csv_rows(path: Path, limit: int | None) -> list[list[str]]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadContent(f"the CSV is not UTF-8 text (byte {exc.start})") from None
-    if "\x00" in text:
-        raise BadContent("the CSV holds NUL bytes")
-    reader = csv.reader(io.StringIO(text))
-    rows = []
-    try:
-        for row in reader:
-            rows.append(row)
-            if limit is not None and len(rows) > limit:
-                break
-    except csv.Error as exc:
-        raise BadContent(f"the CSV does not parse: {exc}") from None
-    return rows
+# ---------------------------------------------------------------------------------------------
+# Rasters and shapefiles
 
 
-def check_occurrences(path: Path, columns: dict[str, str]) -> None:
-    """A CSV with a header naming the requested columns and at least one record."""
-    if path.suffix == ".zip":
-        check_dwca(path)
-        return
-    rows = _csv_rows(path, limit=CSV_SNIFF_ROWS)
-    if not rows:
-        raise BadContent("the CSV is empty")
-    header = [name.strip() for name in rows[0]]
-    missing = [f"{field}={name!r}" for field, name in columns.items() if name not in header]
-    if missing:
-        shown = ", ".join(header[:20])
-        raise BadContent(f"the CSV has no column {', '.join(missing)} (it has: {shown})")
-    if len(rows) < 2:
-        raise BadContent("the CSV has a header but no records")
-    positions = {field: header.index(name) for field, name in columns.items()}
-    for number, row in enumerate(rows[1:], start=2):
-        for field in ("x_column", "y_column"):
-            if field in positions:
-                try:
-                    float(row[positions[field]])
-                except (ValueError, IndexError):
-                    raise BadContent(f"row {number}: {columns[field]!r} is not a number") from None
+def check_raster(path: Path, *, limits: Limits) -> dict:
+    """A GeoTIFF by its magic, opened by GDAL's GTiff driver alone, sized from its header."""
+    from osgeo import gdal  # GDAL is loaded by the inspection subprocess only
 
-
-def check_dwca(path: Path) -> None:
-    members = check_zip_members(path)
-    if not any(PurePosixPath(m.filename).name.lower() == "meta.xml" for m in members):
-        raise BadContent("not a Darwin Core Archive: no meta.xml")
-
-
-def check_shapefiles(path: Path) -> None:
-    members = check_zip_members(path)
-    names = {PurePosixPath(m.filename).as_posix().lower() for m in members}
-    shapes = [name for name in names if name.endswith(".shp")]
-    if not shapes:
-        raise BadContent("the zip holds no shapefile (.shp)")
-    for shape in shapes:
-        stem = shape[: -len(".shp")]
-        lacking = [ext for ext in (".shx", ".dbf") if stem + ext not in names]
-        if lacking:
-            raise BadContent(f"{shape} lacks its {' and '.join(lacking)} file")
-
-
-def check_raster(path: Path) -> None:
-    from osgeo import gdal
-
+    name = str(path)
+    # A /vsi path would reach the network or another archive; a relative or prefixed one
+    # ("GTIFF_DIR:", "<VRTDataset") another driver's syntax.
+    if not name.startswith("/") or name.startswith("/vsi") or "\n" in name:
+        raise BadContent("refusing to open a raster by that name")
+    with path.open("rb") as handle:
+        if handle.read(4) not in TIFF_MAGIC:
+            raise BadContent("not a TIFF file (by its first bytes)")
     gdal.UseExceptions()
     try:
-        dataset = gdal.Open(str(path))
+        dataset = gdal.OpenEx(
+            name,
+            gdal.OF_RASTER | gdal.OF_READONLY,
+            allowed_drivers=RASTER_DRIVERS,
+            sibling_files=[],
+        )
     except RuntimeError as exc:
         raise BadContent(f"GDAL cannot open the raster: {str(exc)[:300]}") from None
     if dataset is None or dataset.RasterCount < 1:
         raise BadContent("GDAL cannot read a raster band from the file")
+    width, height, bands = dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount
+    pixels = width * height
+    if pixels > limits.raster_pixels:
+        raise BadContent(
+            f"the raster has {pixels} pixels ({width} x {height}), over the limit of "
+            f"{limits.raster_pixels}"
+        )
+    if bands > limits.raster_bands:
+        raise BadContent(f"the raster has {bands} bands, over the limit of {limits.raster_bands}")
+    return {"pixels": pixels, "bands": bands}
 
 
-def check_name_map(path: Path) -> None:
-    rows = _csv_rows(path, limit=CSV_SNIFF_ROWS)
-    if not rows:
-        raise BadContent("the name map is empty")
+SHAPE_TYPES = {0, 1, 3, 5, 8, 11, 13, 15, 18, 21, 23, 25, 28, 31}
+DBF_VERSIONS = {0x02, 0x03, 0x04, 0x05, 0x30, 0x31, 0x32, 0x43, 0x63, 0x83, 0x8B, 0x8E, 0xCB, 0xF5}
 
 
-CHECKS = {
-    "pam": lambda path, params: check_pam(path),
-    "tree": lambda path, params: check_tree(path),
-    "occurrences": lambda path, params: check_occurrences(path, _columns(params)),
-    "dwca": lambda path, params: check_dwca(path),
-    "raster": lambda path, params: check_raster(path),
-    "shapefiles": lambda path, params: check_shapefiles(path),
-    "name-map": lambda path, params: check_name_map(path),
-}
+def _check_shape_header(name: str, stream: _Capped, index: bool) -> None:
+    """.shp and .shx: file code 9994 (big-endian), version 1000, a known shape type, and the
+    file length in the header equal to the member's real length."""
+    header = _read_exactly(stream, 100)
+    if len(header) < 100 or int.from_bytes(header[0:4], "big") != 9994:
+        raise BadContent(f"{name} is not a shapefile (no file code 9994)")
+    if int.from_bytes(header[28:32], "little") != 1000:
+        raise BadContent(f"{name} is not a shapefile (version is not 1000)")
+    if int.from_bytes(header[32:36], "little") not in SHAPE_TYPES:
+        raise BadContent(f"{name} has an unknown shape type")
+    declared = int.from_bytes(header[24:28], "big") * 2
+    size = _drain(stream)
+    if declared != size:
+        raise BadContent(f"{name} is {size} bytes long but its header says {declared}")
+    if index and (size - 100) % 8:
+        raise BadContent(f"{name} is not a shapefile index (records of 8 bytes)")
+
+
+def _check_dbf_header(name: str, stream: _Capped) -> None:
+    """A dBASE table: a known version byte, field descriptors that add up to the record length,
+    and header plus records as long as the member really is."""
+    head = _read_exactly(stream, 32)
+    if len(head) < 32 or head[0] not in DBF_VERSIONS:
+        raise BadContent(f"{name} is not a dBASE table (version byte)")
+    records = int.from_bytes(head[4:8], "little")
+    header_size = int.from_bytes(head[8:10], "little")
+    record_size = int.from_bytes(head[10:12], "little")
+    if header_size < 33 or record_size < 1:
+        raise BadContent(f"{name} is not a dBASE table (header or record length)")
+    rest = _read_exactly(stream, header_size - 32)
+    width, at = 1, 0  # one deletion-flag byte starts each record
+    while at < len(rest) and rest[at] != 0x0D:
+        if at + 32 > len(rest):
+            raise BadContent(f"{name} is not a dBASE table (field descriptors)")
+        width += rest[at + 16]
+        at += 32
+    if at >= len(rest) or width != record_size:
+        raise BadContent(f"{name} is not a dBASE table (fields do not make up a record)")
+    size = _drain(stream)
+    expected = header_size + records * record_size
+    # Writers end the table with an optional end-of-file byte (0x1A).
+    if size not in (expected, expected + 1):
+        raise BadContent(f"{name} is {size} bytes long but its header says {expected}")
+
+
+def _is_resource_fork(name: PurePosixPath) -> bool:
+    # macOS zips carry "__MACOSX/._a.shp" resource forks; the hypotheses rule skips them too.
+    return "__MACOSX" in name.parts or name.name.startswith("._")
+
+
+def check_shapefiles(path: Path, *, limits: Limits) -> dict:
+    """Every .shp has its .shx and .dbf; each is what its name says, by content."""
+    members = check_zip_members(path, limits=limits)
+    by_name = {
+        PurePosixPath(m.filename).as_posix().lower(): m
+        for m in members
+        if not _is_resource_fork(PurePosixPath(m.filename)) and not m.is_dir()
+    }
+    shapes = [name for name in by_name if name.endswith(".shp")]
+    if not shapes:
+        raise BadContent("the zip holds no shapefile (.shp)")
+    for shape in shapes:
+        stem = shape[: -len(".shp")]
+        lacking = [ext for ext in (".shx", ".dbf") if stem + ext not in by_name]
+        if lacking:
+            raise BadContent(f"{shape} lacks its {' and '.join(lacking)} file")
+    budget = limits.zip_unpacked_bytes
+    with zipfile.ZipFile(path) as archive:
+        for name, info in sorted(by_name.items()):
+            suffix = PurePosixPath(name).suffix
+            if suffix not in {".shp", ".shx", ".dbf"}:
+                continue
+            with _member_stream(archive, info, budget) as stream:
+                if suffix == ".dbf":
+                    _check_dbf_header(info.filename, stream)
+                else:
+                    _check_shape_header(info.filename, stream, index=suffix == ".shx")
+                budget -= stream.count
+    return {"shapefiles": len(shapes)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the checks
 
 
 def _columns(params: dict) -> dict[str, str]:
@@ -204,8 +588,132 @@ def _columns(params: dict) -> dict[str, str]:
     }
 
 
-def inspect(content: str, path: Path, params: dict) -> None:
-    """Raise BadContent if the file at `path` does not hold `content` (see InputSpec.content)."""
-    check = CHECKS.get(content)
-    if check is not None:
-        check(path, params)
+CHECKS = {
+    "pam": lambda path, params, limits: check_pam(path, limits=limits),
+    "tree": lambda path, params, limits: check_tree(path, limits=limits),
+    "occurrences": lambda path, params, limits: check_occurrences(
+        path, _columns(params), limits=limits
+    ),
+    "dwca": lambda path, params, limits: check_dwca(path, limits=limits),
+    "raster": lambda path, params, limits: check_raster(path, limits=limits),
+    "shapefiles": lambda path, params, limits: check_shapefiles(path, limits=limits),
+    "name-map": lambda path, params, limits: check_name_map(path, limits=limits),
+    "zip": lambda path, params, limits: zip_kind(path, limits=limits),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One file to look at: `content` is an InputSpec.content or "zip" (an upload's members)."""
+
+    content: str
+    path: str
+    params: dict
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a check found (`facts`, e.g. a PAM's cells) or why the file is refused (`error`)."""
+
+    facts: dict
+    error: str = ""
+
+
+def run_check(check: Check, limits: Limits) -> Outcome:
+    """Run one check here, in this process; the inspection subprocess calls this."""
+    try:
+        facts = CHECKS[check.content](Path(check.path), check.params, limits)
+    except BadContent as exc:
+        return Outcome(facts={}, error=str(exc)[:1000])
+    except MemoryError:
+        return Outcome(facts={}, error=_memory_message(limits))
+    except RecursionError:
+        return Outcome(facts={}, error="the file is nested too deeply to inspect")
+    except Exception as exc:
+        # A library's own error on a malformed file, or our bug: refused, and logged with the
+        # traceback by the web process (it reads the subprocess's stderr).
+        log.exception("inspection of %s (%s) failed", check.path, check.content)
+        return Outcome(facts={}, error=f"the file could not be inspected ({type(exc).__name__})")
+    return Outcome(facts=facts or {})
+
+
+def _memory_message(limits: Limits) -> str:
+    mib = limits.inspection_memory_bytes // 1024**2
+    return f"inspecting the file needs more than the {mib} MiB allowed"
+
+
+def _child_env(limits: Limits) -> dict[str, str]:
+    """The subprocess's whole environment: no secrets (SECRET_KEY, DATABASE_URL...) pass."""
+    env = {
+        "PATH": os.defpath,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "OPENBLAS_NUM_THREADS": "1",  # each thread would reserve address space under the cap
+        "OMP_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TMPDIR": tempfile.gettempdir(),
+        **GDAL_OPTIONS,
+    }
+    for name in ("GDAL_DATA", "PROJ_DATA", "PROJ_LIB"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def run_isolated(checks: list[Check], limits: Limits) -> list[Outcome | None]:
+    """Run `checks` in one inspection subprocess: capped at `limits.inspection_memory_bytes`,
+    killed after `limits.inspection_seconds` for all of them together.
+
+    One outcome a check, in order; None for checks not reached because the time ran out (the
+    one running then is refused, named as too slow to inspect)."""
+    if not checks:
+        return []
+    request = json.dumps(
+        {"limits": asdict(limits), "checks": [asdict(check) for check in checks]}
+    ).encode()
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "jobs.inspect_worker"]
+    with tempfile.TemporaryFile() as errors:
+        try:
+            finished = subprocess.run(
+                command,
+                input=request,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                cwd=root,
+                env=_child_env(limits),
+                timeout=limits.inspection_seconds,
+                check=False,
+            )
+            output, code, timed_out = finished.stdout, finished.returncode, False
+        except subprocess.TimeoutExpired as exc:
+            output, code, timed_out = exc.stdout or b"", None, True
+        errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4000))
+        stderr = errors.read().decode(errors="replace")
+    outcomes: list[Outcome | None] = []
+    for line in output.decode(errors="replace").splitlines()[: len(checks)]:
+        try:
+            answer = json.loads(line)
+            outcomes.append(Outcome(facts=answer.get("facts", {}), error=answer.get("error", "")))
+        except (ValueError, AttributeError):
+            break
+    if len(outcomes) < len(checks):
+        # The check that was running when the subprocess died or ran out of time.
+        culprit = checks[len(outcomes)]
+        if timed_out:
+            error = f"inspecting the file took longer than {limits.inspection_seconds} s"
+        elif (code is not None and code < 0) or "MemoryError" in stderr:
+            error = f"{_memory_message(limits)}, or it crashed the inspection"
+        else:
+            error = "the file could not be inspected"
+        log.warning(
+            "inspection of %s (%s) failed: %s; exit %s; stderr: %s",
+            culprit.path,
+            culprit.content,
+            error,
+            code,
+            stderr[-2000:],
+        )
+        outcomes.append(Outcome(facts={}, error=error))
+        outcomes.extend([None] * (len(checks) - len(outcomes)))
+    return outcomes

@@ -70,12 +70,11 @@ def dataset_create(*, owner: AbstractBaseUser, upload: UploadedFile, name: str =
     try:
         raw = staging / "upload"
         size, sha256 = _sha256_copy(upload, raw, limit)
-        detected = formats.detect(raw, original)
-        if formats.EXTENSIONS[detected] in {".zip", ".lmm"}:
-            try:
-                inspection.check_zip_members(raw)
-            except inspection.BadContent as exc:
-                raise RequestInvalid({"file": [str(exc)]}) from None
+        try:
+            # A zip's members are checked too, in the inspection subprocess.
+            detected = formats.detect(raw, original)
+        except inspection.BadContent as exc:
+            raise RequestInvalid({"file": [str(exc)]}) from None
         stored_name = "data" + formats.EXTENSIONS[detected]
         raw.rename(staging / stored_name)
         with transaction.atomic():

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 import jsonschema
+from django.conf import settings
 from django.db.models import QuerySet
 from jsonschema.validators import extend
 
@@ -199,6 +200,11 @@ def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
     for input_name, value in sorted((payload.get("inputs") or {}).items()):
         spec = workflow.dataset_inputs[input_name]
         ids = value if isinstance(value, list) else [value]
+        if len(ids) > settings.MAX_INPUT_DATASETS:
+            errors.setdefault(f"inputs.{input_name}", []).append(
+                f"{len(ids)} datasets, over the limit of {settings.MAX_INPUT_DATASETS}"
+            )
+            continue
         for position, dataset_id in enumerate(ids):
             field = f"inputs.{input_name}" + (f"[{position}]" if isinstance(value, list) else "")
             dataset = _find_dataset(datasets, dataset_id)
@@ -216,15 +222,8 @@ def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
         raise RequestInvalid(errors)
 
     params = workflow.with_defaults(payload.get("params", {}))
-    for input_name, position, dataset in inputs:
-        spec = workflow.dataset_inputs[input_name]
-        field = f"inputs.{input_name}" + (f"[{position}]" if spec.many else "")
-        try:
-            inspection.inspect(spec.content, dataset.absolute_path, params)
-        except inspection.BadContent as exc:
-            errors.setdefault(field, []).append(f"dataset {dataset.id}: {exc}")
-    if errors:
-        raise RequestInvalid(errors)
+    facts = _inspect(workflow, inputs, params)
+    _check_work(params, facts)
 
     request = {
         "workflow": workflow.name,
@@ -234,6 +233,51 @@ def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
         "tags": payload.get("tags", {}),
     }
     return ValidRequest(workflow=workflow, request=request, inputs=inputs)
+
+
+def _inspect(workflow, inputs, params) -> dict[str, dict]:
+    """Each input's content checked in the inspection subprocess; what it found, by field."""
+    fields, checks = [], []
+    for input_name, position, dataset in inputs:
+        spec = workflow.dataset_inputs[input_name]
+        if spec.content in inspection.CHECKS:
+            field = f"inputs.{input_name}" + (f"[{position}]" if spec.many else "")
+            fields.append((field, dataset))
+            checks.append(inspection.Check(spec.content, str(dataset.absolute_path), params))
+    limits = inspection.Limits.from_settings(settings)
+    errors: dict[str, list[str]] = {}
+    facts: dict[str, dict] = {}
+    for (field, dataset), outcome in zip(
+        fields, inspection.run_isolated(checks, limits), strict=True
+    ):
+        if outcome is None:
+            continue  # not reached: an input before it used up the time
+        if outcome.error:
+            errors.setdefault(field, []).append(f"dataset {dataset.id}: {outcome.error}")
+        facts[field] = outcome.facts
+    if errors:
+        raise RequestInvalid(errors)
+    return facts
+
+
+# The parameter that multiplies the work on each PAM cell (issue 11, item 7).
+RANDOMIZATION_PARAMS = ("randomizations", "permutations")
+
+
+def _check_work(params: dict, facts: dict[str, dict]) -> None:
+    cells = max((found.get("cells", 0) for found in facts.values()), default=0)
+    limit = settings.MAX_RANDOMIZED_CELLS
+    for name in RANDOMIZATION_PARAMS:
+        count = params.get(name)
+        if isinstance(count, int) and count * cells > limit:
+            raise RequestInvalid(
+                {
+                    f"params.{name}": [
+                        f"{count} {name} of a PAM of {cells} cells is {count * cells} "
+                        f"randomized cells, over the limit of {limit}"
+                    ]
+                }
+            )
 
 
 def _find_dataset(datasets: QuerySet[Dataset], dataset_id: str) -> Dataset | None:

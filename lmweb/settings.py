@@ -335,6 +335,18 @@ LMWEB_USER_RETRY_SECONDS = env_int("LMWEB_USER_RETRY_SECONDS", 10, minimum=1, ma
 # workflow's own maximum.
 LMWEB_SELFTEST_MAX_WORK = env_int("LMWEB_SELFTEST_MAX_WORK", 600)
 
+# --- Contain makeflow (issue 11, item 5). Each makeflow runs in bubblewrap, where only its job
+# folder can be written: CCTools 9.9's manager writes a returned output wherever the worker's
+# reply names it. On by default when /usr/bin/bwrap (Debian's bubblewrap, the one jobs.runner
+# starts) exists; LMWEB_CONFINE_MAKEFLOW=1 makes it required, =0 turns it off.
+_BWRAP = Path("/usr/bin/bwrap")
+LMWEB_CONFINE_MAKEFLOW = env_bool("LMWEB_CONFINE_MAKEFLOW", os.access(_BWRAP, os.X_OK))
+if LMWEB_CONFINE_MAKEFLOW and not os.access(_BWRAP, os.X_OK):
+    raise ImproperlyConfigured(
+        f"LMWEB_CONFINE_MAKEFLOW is on but {_BWRAP} is missing: install bubblewrap "
+        "(apt-get install bubblewrap) or set LMWEB_CONFINE_MAKEFLOW=0"
+    )
+
 LOG_FORMAT = env_str("LMWEB_LOG_FORMAT", "json")
 if LOG_FORMAT not in {"json", "plain"}:
     raise ImproperlyConfigured(f"LMWEB_LOG_FORMAT={LOG_FORMAT!r} must be json or plain")

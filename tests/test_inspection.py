@@ -4,6 +4,7 @@ import io
 import zipfile
 
 import pytest
+from django.conf import settings
 
 from jobs import inspection
 from jobs.models import Dataset, Job
@@ -11,6 +12,8 @@ from jobs.models import Dataset, Job
 from .conftest import SHARED_DATA, lmm_bytes, upload
 
 HEUCHERA = SHARED_DATA / "heuchera"
+LAYERS = SHARED_DATA / "lmpy_layers"
+LIMITS = inspection.Limits.from_settings(settings)
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -94,53 +97,61 @@ class TestChecks:
         path.write_text("name,lon,lat\nA b,1,2\n")
         with pytest.raises(inspection.BadContent, match="species_column='species_name'"):
             inspection.check_occurrences(
-                path, {"species_column": "species_name", "x_column": "lon", "y_column": "lat"}
+                path,
+                {"species_column": "species_name", "x_column": "lon", "y_column": "lat"},
+                limits=LIMITS,
             )
         inspection.check_occurrences(
-            path, {"species_column": "name", "x_column": "lon", "y_column": "lat"}
+            path, {"species_column": "name", "x_column": "lon", "y_column": "lat"}, limits=LIMITS
         )
 
     def test_a_csv_with_a_non_numeric_coordinate_is_refused(self, tmp_path):
         path = tmp_path / "occ.csv"
         path.write_text("species_name,x,y\nA b,east,2\n")
         with pytest.raises(inspection.BadContent, match="row 2"):
-            inspection.check_occurrences(path, {"x_column": "x", "y_column": "y"})
+            inspection.check_occurrences(path, {"x_column": "x", "y_column": "y"}, limits=LIMITS)
 
     def test_a_non_utf8_csv_is_refused(self, tmp_path):
         path = tmp_path / "occ.csv"
         path.write_bytes("species_name,x,y\nHeuchera \u00d7brizoides,1,2\n".encode("latin-1"))
         with pytest.raises(inspection.BadContent, match="UTF-8"):
-            inspection.check_occurrences(path, {"x_column": "x", "y_column": "y"})
+            inspection.check_occurrences(path, {"x_column": "x", "y_column": "y"}, limits=LIMITS)
 
     def test_the_real_occurrences_pass(self):
         inspection.check_occurrences(
             HEUCHERA / "heuchera.csv",
             {"species_column": "species_name", "x_column": "x", "y_column": "y"},
+            limits=LIMITS,
         )
 
     def test_a_raster_gdal_cannot_open_is_refused(self, tmp_path):
         path = tmp_path / "bad.tif"
         path.write_bytes(b"II*\x00" + b"\x00" * 64)
         with pytest.raises(inspection.BadContent, match="GDAL"):
-            inspection.check_raster(path)
-        inspection.check_raster(HEUCHERA / "ecoregions.tif")
+            inspection.check_raster(path, limits=LIMITS)
+        inspection.check_raster(HEUCHERA / "ecoregions.tif", limits=LIMITS)
 
     def test_a_shapefile_zip_needs_its_siblings(self, tmp_path):
         path = tmp_path / "hyp.zip"
-        path.write_bytes(zip_bytes({"a.shp": b"x", "a.dbf": b"x"}))
+        shp, dbf, shx = (LAYERS / f"bg_hyp_1.{ext}" for ext in ("shp", "dbf", "shx"))
+        path.write_bytes(zip_bytes({"a.shp": shp.read_bytes(), "a.dbf": dbf.read_bytes()}))
         with pytest.raises(inspection.BadContent, match=r"\.shx"):
-            inspection.check_shapefiles(path)
-        path.write_bytes(zip_bytes({"a.shp": b"x", "a.dbf": b"x", "a.shx": b"x"}))
-        inspection.check_shapefiles(path)
+            inspection.check_shapefiles(path, limits=LIMITS)
+        path.write_bytes(
+            zip_bytes(
+                {"a.shp": shp.read_bytes(), "a.dbf": dbf.read_bytes(), "a.shx": shx.read_bytes()}
+            )
+        )
+        inspection.check_shapefiles(path, limits=LIMITS)
 
     def test_a_dwca_needs_meta_xml(self, tmp_path):
         path = tmp_path / "d.zip"
         path.write_bytes(zip_bytes({"occurrence.txt": b"x"}))
         with pytest.raises(inspection.BadContent, match=r"meta\.xml"):
-            inspection.check_dwca(path)
-        inspection.check_dwca(SHARED_DATA / "dwca" / "idigbio_acer_rubrum.zip")
+            inspection.check_dwca(path, limits=LIMITS)
+        inspection.check_dwca(SHARED_DATA / "dwca" / "idigbio_acer_rubrum.zip", limits=LIMITS)
 
     def test_a_small_real_lmm_passes(self, tmp_path):
         path = tmp_path / "p.lmm"
         path.write_bytes(lmm_bytes())
-        inspection.check_pam(path)
+        inspection.check_pam(path, limits=LIMITS)

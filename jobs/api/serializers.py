@@ -1,9 +1,11 @@
 """Serializers: output shapes, and the small input shapes the views read."""
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from .. import inspection, validation
 from ..models import Dataset, Job, Output
 
 
@@ -215,6 +217,7 @@ class WorkflowSerializer(serializers.Serializer):
     url = serializers.SerializerMethodField()
     inputs = serializers.SerializerMethodField()
     schema = serializers.SerializerMethodField()
+    limits = serializers.SerializerMethodField()
     example = serializers.JSONField()
     example_data = serializers.DictField(
         child=serializers.CharField(),
@@ -244,6 +247,37 @@ class WorkflowSerializer(serializers.Serializer):
     @extend_schema_field({"type": "object"})
     def get_schema(self, workflow) -> dict:
         return workflow.request_schema()
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": (
+                "What this workflow's inputs may hold and cost to inspect (an input over a limit "
+                "is a 400 naming it): pam_cells, tree_tips, raster_pixels, raster_bands, "
+                "csv_rows, zip_members, zip_unpacked_bytes, datasets_per_input, "
+                "randomized_cells (randomizations or permutations x PAM cells), "
+                "inspection_memory_bytes, inspection_seconds."
+            ),
+        }
+    )
+    def get_limits(self, workflow) -> dict:
+        every = inspection.Limits.from_settings(settings)
+        names: set[str] = set()
+        for spec in workflow.dataset_inputs.values():
+            names.update(inspection.LIMITS_BY_CONTENT.get(spec.content, ()))
+            if spec.many:
+                names.add("datasets_per_input")
+        limits = {name: getattr(every, name) for name in sorted(names - {"datasets_per_input"})}
+        if "datasets_per_input" in names:
+            limits["datasets_per_input"] = settings.MAX_INPUT_DATASETS
+        params = workflow.params_schema.get("properties", {})
+        if any(name in params for name in validation.RANDOMIZATION_PARAMS):
+            limits["randomized_cells"] = settings.MAX_RANDOMIZED_CELLS
+        if names:
+            limits["inspection_memory_bytes"] = every.inspection_memory_bytes
+            limits["inspection_seconds"] = every.inspection_seconds
+        return limits
 
 
 class TaskSerializer(serializers.Serializer):
