@@ -275,6 +275,7 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
         starts += 1
         tmpdir = job.directory / "tmp" / stage
         runner.prepare_resume(job.directory, dag)
+        _record_manager(job, me, None)
         run = runner.start_makeflow(
             workdir=job.directory,
             dag=dag,
@@ -284,8 +285,10 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
             tmpdir=tmpdir,
             retry_count=settings.LMWEB_RULE_RETRIES,
             max_remote=settings.LMWEB_MAX_REMOTE,
+            confine=settings.LMWEB_CONFINE_MAKEFLOW,
         )
         try:
+            _record_manager(job, me, run)
             _mark_running(job, me, stage)
             progress = _follow(job, me, run, stage, dag, rules_before)
         finally:
@@ -293,7 +296,10 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
             # signal when its 5 s wait on Work Queue returns: the default grace allows for it.
             run.stop()
             run.cleanup_tmp()
+            _record_manager(job, me, None)
         outcome = makeflowlog.outcome(progress)
+        if outcome == "success":
+            _check_returned_outputs(job.directory, stage, dag)
         if outcome in {"success", "failed"}:
             return StageResult(outcome, progress.total)
         # Makeflow itself died (killed, crashed): resume it from its log, a bounded number of times.
@@ -303,6 +309,29 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
             )
         _beat(job, me, stage=stage)  # raises if the job was canceled or taken meanwhile
         log.warning("job %s: makeflow ended %s; resuming stage %s", job.id, outcome, stage)
+
+
+def _record_manager(job: Job, me: str, run: runner.MakeflowRun | None) -> None:
+    """Note (or forget) the job's running manager: the worker pool serves only those."""
+    Job.objects.filter(pk=job.pk, claimed_by=me).update(
+        manager_project=run.project if run else "", manager_port=run.port if run else None
+    )
+
+
+def _check_returned_outputs(workdir: Path, stage: str, dag: str) -> None:
+    """Makeflow counts a rule done when its outputs' paths exist, even when Work Queue could
+    not write what the worker returned (a reply naming a path outside the job folder, which
+    bubblewrap refuses, leaves the output a folder): that is not a result to package."""
+    rejected = [
+        f"{rule.rule} ({rule.result})"
+        for rule in makeflowlog.read_rules(workdir, dag)
+        if rule.state == "complete" and rule.result not in (None, "SUCCESS")
+    ]
+    if rejected:
+        raise RuntimeError(
+            f"stage {stage}: the outputs of rule(s) {', '.join(rejected)} were not returned "
+            "as the worker said (a reply naming a path outside the job folder?)"
+        )
 
 
 def _mark_running(job: Job, me: str, stage: str) -> None:

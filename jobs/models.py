@@ -132,6 +132,11 @@ class Job(models.Model):
     # the job it already made.
     idempotency_key = models.CharField(max_length=200, blank=True)
     request_digest = models.CharField(max_length=64, blank=True)
+    # The Work Queue manager of the makeflow running now (its project name, width suffix
+    # included, and port), set at each start: the worker pool serves only managers known here,
+    # not whatever a datagram to the catalog advertises.
+    manager_project = models.CharField(max_length=200, blank=True)
+    manager_port = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-submitted_at"]

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -787,6 +787,14 @@ def start_factory(
 PROBE_SECONDS = 5.0
 
 
+def _number(value: object) -> int:
+    """A catalog figure; 0 when absent or not a number (records come from any datagram)."""
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+
+
 def _listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -803,6 +811,10 @@ class DirectPool:
     This pool asks the catalog itself (the record is there as soon as the manager listens) and
     starts --single-shot workers at the manager's address, which leave when it ends. Call
     step() every second or so from a supervising process on the worker host.
+
+    The catalog believes any datagram: given `trust`, which answers the (project, port) pairs
+    of the managers really running, the pool serves only those. It is asked once per step,
+    and only when the catalog lists a manager of this deployment.
     """
 
     def __init__(
@@ -813,8 +825,10 @@ class DirectPool:
         spec: WorkerSpec,
         max_workers: int,
         per_manager: int | None = None,
+        trust: Callable[[], Collection[tuple[str, int]]] | None = None,
     ) -> None:
         self.catalog = catalog
+        self.trust = trust
         self.pattern = re.compile(project_regex)
         self.spec = spec
         self.max_workers = max_workers
@@ -863,18 +877,22 @@ class DirectPool:
             self._gone.add(self._ident[key])
 
     def _read_catalog(self) -> None:
-        records = query_catalog(self.catalog, timeout=2.0)
+        records = [
+            record
+            for record in query_catalog(self.catalog, timeout=2.0)
+            if record.get("type") in ("wq_master", "wq_manager")
+            and self.pattern.fullmatch(str(record.get("project", "")))
+        ]
+        trusted = set(self.trust()) if self.trust is not None and records else None
         now = time.time()
         current, idents = set(), set()
         for record in records:
-            project = str(record.get("project", ""))
-            if record.get("type") not in ("wq_master", "wq_manager"):
+            project, port = str(record.get("project", "")), _number(record.get("port"))
+            if trusted is not None and (project, port) not in trusted:
                 continue
-            if not self.pattern.fullmatch(project):
-                continue
-            key = (str(record.get("address")), int(record.get("port", 0)))
+            key = (str(record.get("address")), port)
             ident = (*key, project, record.get("starttime"))
-            heard = int(record.get("lastheardfrom", 0))
+            heard = _number(record.get("lastheardfrom"))
             current.add(key)
             idents.add(ident)
             if ident in self._gone:
@@ -888,7 +906,7 @@ class DirectPool:
             if stale:
                 continue
             self._seen[key] = heard
-            tasks = int(record.get("tasks_waiting", 0)) + int(record.get("tasks_running", 0))
+            tasks = _number(record.get("tasks_waiting")) + _number(record.get("tasks_running"))
             self._wanted[key] = min(max(tasks, width_hint(project) or 0), self.per_manager)
         self._seen = {key: heard for key, heard in self._seen.items() if key in current}
         self._gone &= idents

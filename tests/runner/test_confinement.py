@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import makeflowlog, runner
+from jobs import controller, makeflowlog, runner
 
 from .conftest import write_dag
 
@@ -141,6 +141,8 @@ def test_a_reply_naming_a_path_outside_the_job_folder_writes_nothing_and_is_repo
     assert rule.result == "OUTPUT_MISS"
     assert not outside.exists()
     assert sorted((tmp_path / "jobs").iterdir()) == [workdir]
+    with pytest.raises(RuntimeError, match=r"outputs of rule\(s\) node-0 \(OUTPUT_MISS\)"):
+        controller._check_returned_outputs(workdir, "main", "test.mf.json")
 
 
 @pytest.mark.parametrize("where", ["parent", "absolute"])
@@ -151,6 +153,8 @@ def test_unconfined_the_same_reply_writes_outside_the_job_folder(procs, tmp_path
     _, rule = run_through_relay(procs, tmp_path, suffix, confine=False)
 
     assert rule.result == "SUCCESS"
+    # Unconfined, nothing tells the controller: the job would complete.
+    controller._check_returned_outputs(tmp_path / "jobs" / "job", "main", "test.mf.json")
     written = outside if outside.suffix else outside / "escaped.txt"
     assert written.read_text() == "hello\n"
 

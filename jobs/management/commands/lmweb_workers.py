@@ -3,15 +3,40 @@
 Two sources side by side: work_queue_factory (workers that find managers through the catalog,
 the standard way, 20 s to 2 min late) and a direct pool that reads the catalog itself every
 second and points single-shot workers straight at each new manager (under a second).
+The direct pool serves only the managers the database knows as running jobs.
 """
 
+import logging
 import signal
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connection
 
 from jobs import runner
+from jobs.models import Job, State
+
+log = logging.getLogger(__name__)
+
+
+def running_managers() -> set[tuple[str, int]]:
+    """(project, port) of every makeflow that this deployment's controllers run now.
+
+    Anyone can advertise a manager to the catalog with one UDP datagram; the controller
+    records each makeflow it starts on the job's row. Nothing is trusted while the database
+    does not answer (the pool then starts no worker).
+    """
+    try:
+        return set(
+            Job.objects.filter(
+                state__in=[State.INITIALIZING, State.RUNNING], manager_port__isnull=False
+            ).values_list("manager_project", "manager_port")
+        )
+    except DatabaseError as exc:
+        log.warning("direct pool: no running jobs from the database: %s", exc)
+        connection.close()  # the next step connects again
+        return set()
 
 
 class Command(BaseCommand):
@@ -59,6 +84,7 @@ class Command(BaseCommand):
                     idle_timeout=settings.LMWEB_WORKER_IDLE_SECONDS,
                 ),
                 max_workers=max_workers,
+                trust=running_managers,
             )
         self.stdout.write(
             f"workers: up to {max_workers} x {cores} core(s) for {regex} via "
