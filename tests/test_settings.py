@@ -49,6 +49,7 @@ def test_it_starts_with_a_good_environment(tmp_path):
         ("LMWEB_UPLOAD_MAX_BYTES", "lots"),
         ("LMWEB_UPLOAD_MAX_BYTES", "-5"),
         ("LMWEB_JOB_MAX_SECONDS", "ten"),
+        ("LMWEB_CONFINE_MAKEFLOW", "maybe"),
     ],
 )
 def test_it_refuses_a_bad_value_naming_the_variable(tmp_path, variable, value):

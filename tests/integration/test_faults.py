@@ -88,7 +88,12 @@ def test_kill_9_of_makeflow_is_resumed_from_its_log(live, report):
     job = submit(live, {"workflow": "selftest", "params": {"tasks": 4, "seconds": 2}})
     project = f"lmweb-{live.stack.deployment}-{job['id']}"
     wait_for(lambda: Job.objects.get(pk=job["id"]).rules_done >= 1, timeout=60)
-    makeflows = [pid for pid in pids_of(project) if pid in pids_of("/usr/bin/makeflow")]
+    # Makeflow itself, not the bubblewrap around it (whose command line names it too).
+    makeflows = [
+        pid
+        for pid in pids_of(project)
+        if pid in pids_of("/usr/bin/makeflow") and pid not in pids_of("/usr/bin/bwrap")
+    ]
     assert makeflows
     os.kill(makeflows[0], signal.SIGKILL)
     done = wait_until_finished(live, job["id"], timeout=180)
