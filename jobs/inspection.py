@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -240,7 +241,14 @@ def check_pam(path: Path, *, limits: Limits) -> dict:
                         npz.write(chunk)
                 npz.seek(0)
                 shape, dtype, data_bytes = _npy_header(npz)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+    ) as exc:
         if isinstance(exc, BadContent):
             raise
         raise BadContent(f"not an lmpy matrix ({type(exc).__name__}: {exc})") from None
@@ -562,17 +570,20 @@ def check_shapefiles(path: Path, *, limits: Limits) -> dict:
         if lacking:
             raise BadContent(f"{shape} lacks its {' and '.join(lacking)} file")
     budget = limits.zip_unpacked_bytes
-    with zipfile.ZipFile(path) as archive:
-        for name, info in sorted(by_name.items()):
-            suffix = PurePosixPath(name).suffix
-            if suffix not in {".shp", ".shx", ".dbf"}:
-                continue
-            with _member_stream(archive, info, budget) as stream:
-                if suffix == ".dbf":
-                    _check_dbf_header(info.filename, stream)
-                else:
-                    _check_shape_header(info.filename, stream, index=suffix == ".shx")
-                budget -= stream.count
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name, info in sorted(by_name.items()):
+                suffix = PurePosixPath(name).suffix
+                if suffix not in {".shp", ".shx", ".dbf"}:
+                    continue
+                with _member_stream(archive, info, budget) as stream:
+                    if suffix == ".dbf":
+                        _check_dbf_header(info.filename, stream)
+                    else:
+                        _check_shape_header(info.filename, stream, index=suffix == ".shx")
+                    budget -= stream.count
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise BadContent(f"a member does not unpack ({type(exc).__name__}: {exc})") from None
     return {"shapefiles": len(shapes)}
 
 
@@ -690,6 +701,9 @@ def run_isolated(checks: list[Check], limits: Limits) -> list[Outcome | None]:
             output, code, timed_out = exc.stdout or b"", None, True
         errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4000))
         stderr = errors.read().decode(errors="replace")
+    if stderr.strip():
+        # Tracebacks of checks that failed unexpectedly (refused as "could not be inspected").
+        log.warning("inspection subprocess stderr: %s", stderr[-2000:])
     outcomes: list[Outcome | None] = []
     for line in output.decode(errors="replace").splitlines()[: len(checks)]:
         try:

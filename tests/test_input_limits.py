@@ -169,6 +169,17 @@ def test_each_member_of_a_shapefile_zip_is_checked_by_content(
         inspection.check_shapefiles(path, limits=limits)
 
 
+def test_a_shapefile_member_that_does_not_unpack_is_refused_saying_so(tmp_path, limits):
+    content = bytearray(shapefiles())
+    # Inside the first member's deflated data (bg_hyp_1.shp, 12 bytes of name after the
+    # 30-byte local header).
+    content[60:90] = bytes(30)
+    path = tmp_path / "hypotheses.zip"
+    path.write_bytes(bytes(content))
+    with pytest.raises(inspection.BadContent, match="does not unpack"):
+        inspection.check_shapefiles(path, limits=limits)
+
+
 def test_macos_resource_forks_in_a_shapefile_zip_are_left_alone(tmp_path, limits):
     # The hypotheses rule skips them too: they are never opened.
     path = tmp_path / "hypotheses.zip"
