@@ -186,6 +186,14 @@ def grid_errors(grid: dict) -> list[str]:
                     f"params/grid: {field} ({grid[field]}) is outside -{limit}..{limit} degrees"
                     " (EPSG:4326)"
                 )
+    spans = [(grid["max_x"] - grid["min_x"]), (grid["max_y"] - grid["min_y"])]
+    spans = [span / grid["cell_size"] for span in spans]
+    if not errors and not all(math.isfinite(span) and span <= MAX_CELLS for span in spans):
+        # A tiny cell_size (1e-300) makes the cell count infinite: no integer can hold it.
+        errors.append(
+            f"params/grid/cell_size: {grid['cell_size']} makes more than {MAX_CELLS} cells"
+            " (use a larger cell_size or a smaller extent)"
+        )
     if not errors:
         columns, rows = grid_cells(grid)
         if columns * rows > MAX_CELLS:

@@ -26,6 +26,7 @@ from .. import ops, services
 from ..controller import tool_versions
 from ..models import Dataset, Job, Output, State
 from .errors import PayloadTooLarge
+from .filters import UtcIsoDateTimeFilter
 from .serializers import (
     DatasetSerializer,
     DatasetUploadSerializer,
@@ -43,8 +44,8 @@ class DatasetFilter(django_filters.FilterSet):
     file_format = django_filters.MultipleChoiceFilter(
         field_name="format", choices=Dataset.Format.choices
     )
-    created_after = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created", lookup_expr="lt")
+    created_after = UtcIsoDateTimeFilter(field_name="created", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created", lookup_expr="lt")
 
     class Meta:
         model = Dataset
@@ -98,10 +99,10 @@ class DatasetViewSet(
 class JobFilter(django_filters.FilterSet):
     state = django_filters.MultipleChoiceFilter(choices=State.choices)
     workflow = django_filters.CharFilter()
-    submitted_after = django_filters.IsoDateTimeFilter(field_name="submitted_at", lookup_expr="gte")
-    submitted_before = django_filters.IsoDateTimeFilter(field_name="submitted_at", lookup_expr="lt")
-    finished_after = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
-    finished_before = django_filters.IsoDateTimeFilter(field_name="finished_at", lookup_expr="lt")
+    submitted_after = UtcIsoDateTimeFilter(field_name="submitted_at", lookup_expr="gte")
+    submitted_before = UtcIsoDateTimeFilter(field_name="submitted_at", lookup_expr="lt")
+    finished_after = UtcIsoDateTimeFilter(field_name="finished_at", lookup_expr="gte")
+    finished_before = UtcIsoDateTimeFilter(field_name="finished_at", lookup_expr="lt")
 
     class Meta:
         model = Job
