@@ -27,9 +27,10 @@ from django.utils import timezone
 import lmweb
 import translators
 from lmweb.logs import job_context
-from translators.makeflow import parallel_width
+from translators.base import canonical_json
+from translators.makeflow import parallel_width, size_rules
 
-from . import formats, limits, makeflowlog, runner
+from . import formats, limits, makeflowlog, runner, sandbox
 from .models import IllegalTransition, Job, Output, State
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,15 @@ class Canceled(Exception):
 
 class HandBack(Exception):
     """This controller is shutting down: give the job back to the queue, unfailed."""
+
+
+# Seconds a rule may outlive its job's time limit before its worker kills it (the controller
+# stops the whole job first; this covers a rule whose makeflow is gone).
+RULE_TIME_MARGIN = 60
+
+
+class TimeLimit(Exception):
+    """The job ran longer than LMWEB_JOB_MAX_SECONDS."""
 
 
 def _handback_flag(parent_pid: int) -> Path:
@@ -136,6 +146,8 @@ def _job_run(job_id: str) -> None:
         _finish_cancel(job, me)
     except HandBack:
         _hand_back(job, me)
+    except TimeLimit as exc:
+        _fail(job, me, State.EXECUTOR_ERROR, "time_limit", str(exc))
     except Exception as exc:
         log.exception("job %s: controller failure", job.id)
         _fail(job, me, State.SYSTEM_ERROR, "controller_error", f"{type(exc).__name__}: {exc}")
@@ -247,6 +259,22 @@ def _write_stages(job: Job, done: list[str], started: list[str] | None = None) -
     temporary.replace(job.directory / STAGES_FILE)
 
 
+def _input_sizes(job: Job, document: dict) -> dict[str, int]:
+    """Bytes of every rule input that exists already (staged inputs, earlier stages' files)."""
+    sizes = {}
+    for rule in document.get("rules", []):
+        for entry in rule.get("inputs", []):
+            name = entry if isinstance(entry, str) else entry["dag_name"]
+            if name in sizes:
+                continue
+            path = job.directory / name
+            if path.is_file():
+                sizes[name] = path.stat().st_size
+            elif path.is_dir():
+                sizes[name] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sizes
+
+
 def _write_stage(job: Job, stage) -> str:
     dag = f"{stage.name}.mf.json"
     for relative, text in stage.files.items():
@@ -254,8 +282,15 @@ def _write_stage(job: Job, stage) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
+    sandbox.write_files(job.directory)
     path = job.directory / dag
-    text = stage.dumps()
+    document = size_rules(
+        stage.makeflow,
+        _input_sizes(job, stage.makeflow),
+        max_memory=settings.LMWEB_RULE_MAX_MEMORY_MB,
+        max_disk=settings.LMWEB_RULE_MAX_DISK_MB,
+    )
+    text = canonical_json(document)
     # Rewriting an identical file would still change its time, and makeflow reruns a rule whose
     # inputs look newer than its outputs: only write what changed.
     if not path.exists() or path.read_text() != text:
@@ -286,6 +321,8 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
             retry_count=settings.LMWEB_RULE_RETRIES,
             max_remote=settings.LMWEB_MAX_REMOTE,
             confine=settings.LMWEB_CONFINE_MAKEFLOW,
+            # A rule's own limit is a backstop: the job's time is watched here (_check_time).
+            extra_args=sandbox.makeflow_arguments(settings.JOB_MAX_SECONDS + RULE_TIME_MARGIN),
         )
         try:
             _record_manager(job, me, run)
@@ -368,6 +405,7 @@ def _follow(job, me, run, stage, dag, rules_before):
             return follower.update()
         if _handback_requested():
             raise HandBack()
+        _check_time(job)
         if progress.failed and follower.stuck_for() >= settings.LMWEB_STUCK_SECONDS:
             # A rule failed for good and others wait on it: makeflow would spin forever.
             log.warning("job %s: a rule failed and makeflow cannot go on; stopping it", job.id)
@@ -376,6 +414,19 @@ def _follow(job, me, run, stage, dag, rules_before):
         # Wakes as soon as makeflow exits: a plain sleep made every job up to a poll late.
         with suppress(subprocess.TimeoutExpired):
             run.wait(timeout=settings.LMWEB_POLL_SECONDS)
+
+
+def _check_time(job: Job) -> None:
+    """Stop a job that has run longer than LMWEB_JOB_MAX_SECONDS since it first started."""
+    if job.started_at is None:
+        return
+    ran = (timezone.now() - job.started_at).total_seconds()
+    limit = settings.JOB_MAX_SECONDS
+    if ran > limit:
+        raise TimeLimit(
+            f"the job ran {ran:.0f} s, over the limit of {limit} s (LMWEB_JOB_MAX_SECONDS); "
+            "it was stopped"
+        )
 
 
 def _beat(job: Job, me: str, *, stage: str, counts: tuple | None = None) -> None:

@@ -337,6 +337,9 @@ class WorkerSpec:
     disk: int | None = None  # MB
     idle_timeout: int = 60
     connect_timeout: int = 15
+    # Handed to every task: how the rules' guard sandboxes them (LMWEB_RULE_SANDBOX,
+    # LMWEB_RULE_HIDE; see jobs/sandbox/guard.py).
+    env: tuple[tuple[str, str], ...] = ()
 
 
 class MakeflowRun:
@@ -439,6 +442,7 @@ class MakeflowRun:
                 idle_timeout=spec.idle_timeout,
                 connect_timeout=spec.connect_timeout,
                 single_shot=True,
+                env=dict(spec.env),
             )
             for _ in range(count)
         ]
@@ -693,6 +697,7 @@ def start_worker(
     single_shot: bool = False,
     parent_death: bool = True,
     log_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen:
     """A worker either for one manager (host and port) or for every manager whose project
     matches `project_regex` in `catalog`.
@@ -730,7 +735,7 @@ def start_worker(
     with _open_log(log_path) as output:
         return subprocess.Popen(
             args,
-            env=_base_env(),
+            env=_base_env(extra=env),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
@@ -750,6 +755,7 @@ def start_factory(
     idle_timeout: int,
     log_path: Path,
     parent_death: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen:
     """`work_queue_factory -T local`: sizes a pool of catalog workers every 30 s.
 
@@ -775,7 +781,7 @@ def start_factory(
     with _open_log(Path(log_path)) as output:
         return subprocess.Popen(
             args,
-            env=_base_env(),
+            env=_base_env(extra=env),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
@@ -950,6 +956,7 @@ class DirectPool:
                 idle_timeout=self.spec.idle_timeout,
                 connect_timeout=self.spec.connect_timeout,
                 single_shot=True,
+                env=dict(self.spec.env),
             )
             self.workers.setdefault(key, []).append(popen)
             self._served.add(key)

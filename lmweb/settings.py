@@ -335,6 +335,27 @@ LMWEB_USER_RETRY_SECONDS = env_int("LMWEB_USER_RETRY_SECONDS", 10, minimum=1, ma
 # workflow's own maximum.
 LMWEB_SELFTEST_MAX_WORK = env_int("LMWEB_SELFTEST_MAX_WORK", 600)
 
+# --- Input inspection (issue 11, items 1, 2 and 7; jobs/inspection.py). Uploads and job inputs
+# are looked at in a subprocess with this memory cap (address space) and this wall-clock budget
+# for all of a request's inputs together; an input over any limit is a 400 naming it. Every
+# limit shows in GET /api/v1/workflows/ (each workflow's `limits`).
+INSPECT_MEMORY_BYTES = env_size("LMWEB_INSPECT_MEMORY", 1024**3)
+if INSPECT_MEMORY_BYTES < 256 * 1024**2:
+    # Python with numpy and GDAL loaded maps ~300 MB before it reads a byte.
+    raise ImproperlyConfigured("LMWEB_INSPECT_MEMORY must be at least 256M")
+INSPECT_SECONDS = env_int("LMWEB_INSPECT_SECONDS", 8, minimum=1, maximum=600)
+MAX_PAM_CELLS = env_int("LMWEB_MAX_PAM_CELLS", 50_000_000, minimum=1)
+MAX_TREE_TIPS = env_int("LMWEB_MAX_TREE_TIPS", 50_000, minimum=2)
+MAX_RASTER_PIXELS = env_int("LMWEB_MAX_RASTER_PIXELS", 100_000_000, minimum=1)
+MAX_RASTER_BANDS = env_int("LMWEB_MAX_RASTER_BANDS", 16, minimum=1)
+MAX_CSV_ROWS = env_int("LMWEB_MAX_CSV_ROWS", 5_000_000, minimum=2)
+MAX_ZIP_MEMBERS = env_int("LMWEB_MAX_ZIP_MEMBERS", 10_000, minimum=1)
+MAX_ZIP_UNPACKED = env_size("LMWEB_MAX_ZIP_UNPACKED", 4 * 1024**3)
+MAX_INPUT_DATASETS = env_int("LMWEB_MAX_INPUT_DATASETS", 100, minimum=1)
+# Randomizations (pam-stats) or permutations (mcpa) x PAM cells. A production run, 2,114 sites
+# x 55 species x 10,000 randomizations, is 1.16e9.
+MAX_RANDOMIZED_CELLS = env_int("LMWEB_MAX_RANDOMIZED_CELLS", 2_000_000_000, minimum=1)
+
 # --- Contain makeflow (issue 11, item 5). Each makeflow runs in bubblewrap, where only its job
 # folder can be written: CCTools 9.9's manager writes a returned output wherever the worker's
 # reply names it. On by default when /usr/bin/bwrap (Debian's bubblewrap, the one jobs.runner
@@ -346,6 +367,36 @@ if LMWEB_CONFINE_MAKEFLOW and not os.access(_BWRAP, os.X_OK):
         f"LMWEB_CONFINE_MAKEFLOW is on but {_BWRAP} is missing: install bubblewrap "
         "(apt-get install bubblewrap) or set LMWEB_CONFINE_MAKEFLOW=0"
     )
+
+# --- Rules on workers (issue 11, items 1, 3 and 4; jobs/sandbox/guard.py). Every rule runs under
+# the guard: its declared memory and disk (grown with its inputs, capped here) and the job's time
+# are enforced, GDAL is fenced, and (bubblewrap) it sees no network, no other process and none of
+# the paths below. LMWEB_RULE_SANDBOX: required (a rule fails where bubblewrap is missing), auto
+# (sandbox where bubblewrap works), off (the worker is already isolated, e.g. its own container).
+LMWEB_RULE_SANDBOX = env_str("LMWEB_RULE_SANDBOX", "required")
+if LMWEB_RULE_SANDBOX not in {"required", "auto", "off"}:
+    raise ImproperlyConfigured(
+        f"LMWEB_RULE_SANDBOX={LMWEB_RULE_SANDBOX!r} must be required, auto or off"
+    )
+LMWEB_RULE_MAX_MEMORY_MB = env_int("LMWEB_RULE_MAX_MEMORY_MB", 16384, minimum=64)
+LMWEB_RULE_MAX_DISK_MB = env_int("LMWEB_RULE_MAX_DISK_MB", 32768, minimum=64)
+# Hidden from every rule on this host's workers, besides the data folder, var/, the scratch
+# folder, the Work Queue password and /run (sockets): e.g. other secrets of the host.
+LMWEB_RULE_HIDE = [
+    str(Path(p))
+    for p in [
+        DATA_DIR,
+        BASE_DIR / "var",
+        LMWEB_SCRATCH_DIR,
+        LMWEB_WQ_PASSWORD_FILE,
+        *(
+            [Path(DATABASES["default"]["NAME"]).parent]
+            if DATABASES["default"]["ENGINE"].endswith("sqlite3")
+            else []
+        ),
+        *env_list("LMWEB_RULE_HIDE", []),
+    ]
+]
 
 LOG_FORMAT = env_str("LMWEB_LOG_FORMAT", "json")
 if LOG_FORMAT not in {"json", "plain"}:

@@ -35,14 +35,29 @@ def check_path(path: str) -> str:
 
 @dataclass(frozen=True)
 class Category:
-    """Resources Work Queue reserves for each rule of a category (memory and disk in MB)."""
+    """Resources Work Queue reserves for each rule of a category (memory and disk in MB), and
+    what GDAL may open in its rules: `gdal` lists driver short names, `vsi` the virtual file
+    systems it uses on purpose (e.g. "/vsizip/"). Workers hold each rule to these (the guard)."""
 
     cores: int
     memory: int
     disk: int
+    gdal: tuple[str, ...] = ()
+    vsi: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in (*self.gdal, *self.vsi):
+            if not name or "," in name:
+                raise ValueError(f"bad GDAL driver or file system name: {name!r}")
 
     def render(self) -> dict:
-        return {"resources": {"cores": self.cores, "memory": self.memory, "disk": self.disk}}
+        return {
+            "resources": {"cores": self.cores, "memory": self.memory, "disk": self.disk},
+            "environment": {
+                "LMWEB_GDAL_DRIVERS": ",".join(self.gdal),
+                "LMWEB_GDAL_VSI": ",".join(self.vsi),
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,8 @@ class Rule:
             "inputs": list(self.inputs),
             "outputs": list(self.all_outputs),
             "category": self.category,
+            # The worker's guard names the rule when it stops it, in the rule's stderr log.
+            "environment": {"LMWEB_RULE": self.id},
         }
 
 
@@ -206,3 +223,36 @@ def parallel_width(document: dict) -> int:
     for level in depth.values():
         counts[level] = counts.get(level, 0) + 1
     return max(counts.values(), default=0)
+
+
+# Declared resources grow with what a rule reads: its known input bytes times these, in MB.
+MEMORY_PER_INPUT = 4
+DISK_PER_INPUT = 3
+
+
+def size_rules(document: dict, sizes: dict[str, int], *, max_memory: int, max_disk: int) -> dict:
+    """A copy of a makeflow document where each rule declares its category's memory and disk
+    plus a share of its inputs' sizes (`sizes`: path -> bytes, for the inputs that exist when
+    the stage is written), capped at `max_memory` and `max_disk` MB. Workers hold every rule to
+    what it declares, so a rule that reads a large input asks for room to hold it."""
+    sized = {**document, "rules": []}
+    categories = document.get("categories", {})
+    default = document.get("default_category")
+    for rule in document.get("rules", []):
+        rule = dict(rule)
+        category = categories.get(rule.get("category", default), {}).get("resources", {})
+        names = [p if isinstance(p, str) else p["dag_name"] for p in rule.get("inputs", [])]
+        megabytes = -(-sum(sizes.get(name, 0) for name in names) // (1024 * 1024))
+        if megabytes and "memory" in category and "disk" in category:
+            rule["resources"] = {
+                "cores": category.get("cores", 1),
+                "memory": max(
+                    category["memory"],
+                    min(max_memory, category["memory"] + MEMORY_PER_INPUT * megabytes),
+                ),
+                "disk": max(
+                    category["disk"], min(max_disk, category["disk"] + DISK_PER_INPUT * megabytes)
+                ),
+            }
+        sized["rules"].append(rule)
+    return sized

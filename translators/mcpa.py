@@ -92,9 +92,12 @@ F_VALUES = "outputs/mcpa_f_values.lmm"
 F_TESTED = "work/f_values_tested.lmm"
 P_VALUES = "outputs/p_values.lmm"
 
+# What GDAL may open in the rules that use it: rasters, the grid's shapefile, memory copies.
+GDAL_DRIVERS = ("GTiff", "ESRI Shapefile", "MEM", "Memory")
 CATEGORIES = {
-    "prepare": Category(cores=1, memory=1024, disk=1024),
-    "encode": Category(cores=1, memory=4096, disk=4096),
+    "prepare": Category(cores=1, memory=1024, disk=1024, gdal=GDAL_DRIVERS),
+    # The hypotheses' shapefiles are read inside their zip (/vsizip/, one level, local file).
+    "encode": Category(cores=1, memory=4096, disk=4096, gdal=GDAL_DRIVERS, vsi=("/vsizip/",)),
     "observed": Category(cores=1, memory=2048, disk=1024),
     "randomize": Category(cores=1, memory=2048, disk=2048),
     "p-values": Category(cores=1, memory=2048, disk=2048),

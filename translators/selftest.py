@@ -16,6 +16,9 @@ CATEGORIES = {
 }
 
 
+# A task that fills memory, then sleeps: python3 -c FILL MEGABYTES SECONDS.
+FILL = "import sys, time; held = b'x' * (int(sys.argv[1]) << 20); time.sleep(float(sys.argv[2]))"
+
 # A failing task says so on stderr, as a real tool would, then exits non-zero.
 FAIL = Command(("sh", "-c", "echo 'selftest: this task fails on purpose' >&2; exit 3"))
 
@@ -51,6 +54,17 @@ class SelfTest(Workflow):
                 "default": 1,
                 "description": "How long each task sleeps, in seconds (millisecond resolution).",
             },
+            "memory_mb": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 4096,
+                "default": 0,
+                "description": (
+                    "Memory (MB) each task fills while it sleeps. Tasks declare 64 MB, so a "
+                    "larger value checks that workers hold rules to their declared memory: those "
+                    "tasks are killed and the job fails naming the limit."
+                ),
+            },
             "fail": {
                 "type": "integer",
                 "minimum": 0,
@@ -68,7 +82,7 @@ class SelfTest(Workflow):
     example = {
         "workflow": "selftest",
         "name": "Ten one-second tasks",
-        "params": {"tasks": 10, "seconds": 1, "fail": 0},
+        "params": {"tasks": 10, "seconds": 1, "fail": 0, "memory_mb": 0},
         "tags": {"purpose": "health-check"},
     }
 
@@ -77,6 +91,8 @@ class SelfTest(Workflow):
             return None
         tasks = params["tasks"]
         sleep = _seconds_arg(params["seconds"])
+        memory = params.get("memory_mb", 0)
+        work = ["python3", "-c", FILL, str(memory), sleep] if memory else ["sleep", sleep]
         first_failing = tasks - min(params.get("fail", 0), tasks) + 1
         width = max(5, len(str(tasks)))
         rules = []
@@ -87,7 +103,7 @@ class SelfTest(Workflow):
             rules.append(
                 Rule(
                     rule_id,
-                    ["sleep", sleep],
+                    work,
                     inputs=[],
                     outputs=[target],
                     category="selftest",

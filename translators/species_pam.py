@@ -92,13 +92,16 @@ COORDINATE_LIMIT = 100_000_000
 KEY_MAX = 200
 KEY = re.compile(r"^(?:[A-Za-z0-9_]|-[0-9a-f]{2})+$")
 
+# What GDAL may open in the rules that use it: rasters, the grid's shapefile, memory copies.
+GDAL_DRIVERS = ("GTiff", "ESRI Shapefile", "MEM", "Memory")
 CATEGORIES = {
-    "split": Category(cores=1, memory=2048, disk=4096),
+    # The split reads the ecoregions raster's grid to check the request against it.
+    "split": Category(cores=1, memory=2048, disk=4096, gdal=("GTiff",)),
     # Peak ~160 MB on the 10-minute world raster (2160 x 900); room for a few times larger.
-    "model": Category(cores=1, memory=1024, disk=1024),
-    "grid": Category(cores=1, memory=512, disk=512),
-    "encode": Category(cores=1, memory=2048, disk=2048),
-    "pam": Category(cores=1, memory=2048, disk=2048),
+    "model": Category(cores=1, memory=1024, disk=1024, gdal=GDAL_DRIVERS),
+    "grid": Category(cores=1, memory=512, disk=512, gdal=GDAL_DRIVERS),
+    "encode": Category(cores=1, memory=2048, disk=2048, gdal=GDAL_DRIVERS),
+    "pam": Category(cores=1, memory=2048, disk=2048, gdal=GDAL_DRIVERS),
 }
 
 GRID_FIELDS = {

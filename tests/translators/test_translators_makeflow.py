@@ -130,6 +130,7 @@ def test_a_rule_renders_its_logs_as_declared_outputs():
         "inputs": ["inputs/a"],
         "outputs": ["outputs/b", "logs/stats-observed.stdout", "logs/stats-observed.stderr"],
         "category": "c",
+        "environment": {"LMWEB_RULE": "stats-observed"},
     }
 
 
@@ -177,7 +178,12 @@ def test_render_makeflow_accepts_a_closed_dag():
     ]
     document = render_makeflow(rules, CATEGORIES, "c", sources=["inputs/x"])
     assert [r["outputs"][0] for r in document["rules"]] == ["work/y", "outputs/z"]
-    assert document["categories"] == {"c": {"resources": {"cores": 1, "memory": 10, "disk": 10}}}
+    assert document["categories"] == {
+        "c": {
+            "resources": {"cores": 1, "memory": 10, "disk": 10},
+            "environment": {"LMWEB_GDAL_DRIVERS": "", "LMWEB_GDAL_VSI": ""},
+        }
+    }
     assert document["default_category"] == "c"
 
 

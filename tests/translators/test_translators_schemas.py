@@ -100,7 +100,12 @@ def test_with_defaults_fills_only_what_is_missing():
     assert workflow.with_defaults(given)["randomizations"] == 7
     assert workflow.with_defaults(given)["alpha"] == 0.05
     assert given == {"randomizations": 7}
-    assert translators.get("selftest").with_defaults(None) == {"tasks": 10, "seconds": 1, "fail": 0}
+    assert translators.get("selftest").with_defaults(None) == {
+        "tasks": 10,
+        "seconds": 1,
+        "fail": 0,
+        "memory_mb": 0,
+    }
 
 
 def _set(path, value):

@@ -7,6 +7,7 @@ The direct pool serves only the managers the database knows as running jobs.
 """
 
 import logging
+import os
 import signal
 import time
 
@@ -37,6 +38,15 @@ def running_managers() -> set[tuple[str, int]]:
         log.warning("direct pool: no running jobs from the database: %s", exc)
         connection.close()  # the next step connects again
         return set()
+
+
+def rule_environment() -> dict[str, str]:
+    """What every worker of this host hands its tasks: the rules' guard sandboxes each one
+    (bubblewrap, as settings.LMWEB_RULE_SANDBOX says) and hides these paths from it."""
+    return {
+        "LMWEB_RULE_SANDBOX": settings.LMWEB_RULE_SANDBOX,
+        "LMWEB_RULE_HIDE": os.pathsep.join(settings.LMWEB_RULE_HIDE),
+    }
 
 
 class Command(BaseCommand):
@@ -71,6 +81,7 @@ class Command(BaseCommand):
                 scratch_dir=scratch / "factory",
                 idle_timeout=settings.LMWEB_WORKER_IDLE_SECONDS,
                 log_path=scratch / "factory.log",
+                env=rule_environment(),
             )
         pool = None
         if not no_direct:
@@ -82,6 +93,7 @@ class Command(BaseCommand):
                     scratch_dir=scratch / "direct",
                     cores=cores,
                     idle_timeout=settings.LMWEB_WORKER_IDLE_SECONDS,
+                    env=tuple(rule_environment().items()),
                 ),
                 max_workers=max_workers,
                 trust=running_managers,
