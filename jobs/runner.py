@@ -341,6 +341,22 @@ class WorkerSpec:
     # LMWEB_RULE_HIDE; see jobs/sandbox/guard.py).
     env: tuple[tuple[str, str], ...] = ()
 
+    def start_single_shot(self, host: str, port: int) -> subprocess.Popen:
+        """A worker for the one manager at host:port, gone when that manager ends."""
+        return start_worker(
+            host=host,
+            port=port,
+            password_file=self.password_file,
+            cores=self.cores,
+            memory=self.memory,
+            disk=self.disk,
+            scratch_dir=self.scratch_dir,
+            idle_timeout=self.idle_timeout,
+            connect_timeout=self.connect_timeout,
+            single_shot=True,
+            env=dict(self.env),
+        )
+
 
 class MakeflowRun:
     """One running makeflow (and the direct workers attached to it).
@@ -430,22 +446,7 @@ class MakeflowRun:
         Catalog discovery takes up to two minutes (workers cache catalog answers for 60 s,
         empty ones included). These workers quit when this makeflow ends (--single-shot).
         """
-        started = [
-            start_worker(
-                host=host,
-                port=self.port,
-                password_file=spec.password_file,
-                cores=spec.cores,
-                memory=spec.memory,
-                disk=spec.disk,
-                scratch_dir=spec.scratch_dir,
-                idle_timeout=spec.idle_timeout,
-                connect_timeout=spec.connect_timeout,
-                single_shot=True,
-                env=dict(spec.env),
-            )
-            for _ in range(count)
-        ]
+        started = [spec.start_single_shot(host, self.port) for _ in range(count)]
         self.workers.extend(started)
         return started
 
@@ -945,19 +946,7 @@ class DirectPool:
         while wanted and running < self.max_workers:
             key, need = wanted.pop(0)
             (host, port) = key
-            popen = start_worker(
-                host=host,
-                port=port,
-                password_file=self.spec.password_file,
-                cores=self.spec.cores,
-                memory=self.spec.memory,
-                disk=self.spec.disk,
-                scratch_dir=self.spec.scratch_dir,
-                idle_timeout=self.spec.idle_timeout,
-                connect_timeout=self.spec.connect_timeout,
-                single_shot=True,
-                env=dict(self.spec.env),
-            )
+            popen = self.spec.start_single_shot(host, port)
             self.workers.setdefault(key, []).append(popen)
             self._served.add(key)
             running += 1
