@@ -382,21 +382,20 @@ LMWEB_RULE_MAX_MEMORY_MB = env_int("LMWEB_RULE_MAX_MEMORY_MB", 16384, minimum=64
 LMWEB_RULE_MAX_DISK_MB = env_int("LMWEB_RULE_MAX_DISK_MB", 32768, minimum=64)
 # Hidden from every rule on this host's workers, besides the data folder, var/, the scratch
 # folder, the Work Queue password and /run (sockets): e.g. other secrets of the host.
-LMWEB_RULE_HIDE = [
-    str(Path(p))
-    for p in [
-        DATA_DIR,
-        BASE_DIR / "var",
-        LMWEB_SCRATCH_DIR,
-        LMWEB_WQ_PASSWORD_FILE,
-        *(
-            [Path(DATABASES["default"]["NAME"]).parent]
-            if DATABASES["default"]["ENGINE"].endswith("sqlite3")
-            else []
-        ),
-        *env_list("LMWEB_RULE_HIDE", []),
-    ]
-]
+_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+LMWEB_RULE_HIDE = list(
+    dict.fromkeys(
+        str(Path(p))
+        for p in [
+            DATA_DIR,
+            BASE_DIR / "var",
+            LMWEB_SCRATCH_DIR,
+            LMWEB_WQ_PASSWORD_FILE,
+            *([Path(DATABASES["default"]["NAME"]).parent] if _SQLITE else []),
+            *env_list("LMWEB_RULE_HIDE", []),
+        ]
+    )
+)
 
 LOG_FORMAT = env_str("LMWEB_LOG_FORMAT", "json")
 if LOG_FORMAT not in {"json", "plain"}:

@@ -1,5 +1,6 @@
 """A bad environment stops the start with a message that names the variable."""
 
+import json
 import os
 import subprocess
 import sys
@@ -50,6 +51,9 @@ def test_it_starts_with_a_good_environment(tmp_path):
         ("LMWEB_UPLOAD_MAX_BYTES", "-5"),
         ("LMWEB_JOB_MAX_SECONDS", "ten"),
         ("LMWEB_CONFINE_MAKEFLOW", "maybe"),
+        ("LMWEB_RULE_SANDBOX", "sometimes"),
+        ("LMWEB_RULE_MAX_MEMORY_MB", "10"),
+        ("LMWEB_RULE_MAX_DISK_MB", "lots"),
     ],
 )
 def test_it_refuses_a_bad_value_naming_the_variable(tmp_path, variable, value):
@@ -119,3 +123,42 @@ def test_check_deploy_complains_about_debug(tmp_path):
     )
     assert result.returncode != 0
     assert "DEBUG" in result.stderr + result.stdout
+
+
+def test_the_workers_hide_the_service_from_every_rule(tmp_path):
+    """What lmweb_workers hands its workers' tasks (jobs/sandbox/guard.py reads it): the data
+    folder (datasets, jobs, secrets), var/, the password, the scratch and the SQLite database."""
+    script = (
+        "import json; from jobs.management.commands.lmweb_workers import rule_environment; "
+        "print(json.dumps(rule_environment()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in GOOD and not k.startswith("LMWEB_")}
+    env.update(
+        GOOD,
+        DJANGO_SETTINGS_MODULE="lmweb.settings",
+        LMWEB_DATA_DIR=str(tmp_path / "data"),
+        LMWEB_WQ_PASSWORD_FILE=str(tmp_path / "secret" / "wq.password"),
+        LMWEB_SCRATCH_DIR=str(tmp_path / "scratch"),
+        LMWEB_RULE_HIDE="/srv/keys,/etc/lmweb",
+    )
+    env.pop("DATABASE_URL")
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    rules = json.loads(result.stdout)
+    assert rules["LMWEB_RULE_SANDBOX"] == "required"
+    hidden = set(rules["LMWEB_RULE_HIDE"].split(os.pathsep))
+    assert {
+        str(tmp_path / "data"),
+        str(ROOT / "var"),
+        str(tmp_path / "secret" / "wq.password"),
+        str(tmp_path / "scratch"),
+        "/srv/keys",
+        "/etc/lmweb",
+    } <= hidden
