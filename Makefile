@@ -4,10 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/lmweb
-TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+# make test uses a private PostgreSQL and Redis under var/ (scripts/test-services.sh) unless
+# TEST_DATABASE_URL / TEST_BROKER_URL name servers to use.
+TEST_SERVICES = urls=$$(scripts/test-services.sh) && eval "$$urls"
 
-.PHONY: setup run demo test bench lint format migrate
+.PHONY: setup setup-test run demo test bench lint format migrate
 
 setup:
 	@scripts/setup.sh
@@ -21,15 +22,19 @@ run: setup
 demo: setup
 	@scripts/demo.sh
 
-test: setup
-	@scripts/ensure-services.sh
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
-		$(PY) -m pytest $(PYTEST_ARGS)
+# What only the tests need (Chromium, the PostgreSQL server); quick when nothing is missing.
+setup-test: setup
+	@scripts/setup-test.sh
+
+test: setup-test
+	@$(TEST_SERVICES) && set -x && \
+	DATABASE_URL=$$TEST_DATABASE_URL CELERY_BROKER_URL=$$TEST_BROKER_URL $(PY) -m pytest $(PYTEST_ARGS)
 
 # Every layer against its bare baseline, side by side (about 12 minutes); see README, Performance.
-bench: setup
-	@scripts/ensure-services.sh
-	$(PY) -m bench $(BENCH_ARGS)
+bench: setup-test
+	@$(TEST_SERVICES) && set -x && \
+	BENCH_DATABASE_URL=$${BENCH_DATABASE_URL:-$${TEST_DATABASE_URL%/*}/lmweb_bench} \
+	BENCH_BROKER_URL=$${BENCH_BROKER_URL:-$${TEST_BROKER_URL%/*}/14} $(PY) -m bench $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

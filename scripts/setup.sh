@@ -9,8 +9,8 @@ APT_PACKAGES=(
   coop-computing-tools openmpi-bin bubblewrap
   libgdal-dev gdal-bin graphviz
   redis-server postgresql-client
-  chromium chromium-driver
 )
+# Chromium, its driver and the PostgreSQL server only the tests use: scripts/setup-test.sh.
 VENV=.venv
 PY=${PYTHON:-python3}
 
