@@ -33,8 +33,10 @@ import time
 
 MB = 1024 * 1024
 BWRAP = "bwrap"
-# How often the rule's memory (and, less often, its folder) is measured.
+# How often the rule's memory is measured, how often its new processes are looked for, and
+# (at least) how often its folder is measured.
 MEMORY_POLL = 0.05
+SCAN_POLL = 0.25
 DISK_POLL = 1.0
 # Exit codes of a rule the guard stopped (128 + the signal that a shell would report).
 EXIT_MEMORY = 137
@@ -44,8 +46,8 @@ EXIT_SANDBOX = 126
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _stat_fields(pid: int) -> tuple[int, int] | None:
-    """(parent pid, resident pages) of a process, None if it is gone."""
+def _stat_fields(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, start time, resident pages) of a process, None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             text = handle.read().decode(errors="replace")
@@ -53,30 +55,55 @@ def _stat_fields(pid: int) -> tuple[int, int] | None:
         return None
     fields = text[text.rfind(")") + 2 :].split()
     try:
-        return int(fields[1]), int(fields[21])
+        return int(fields[1]), int(fields[19]), int(fields[21])
     except (IndexError, ValueError):
         return None
 
 
-def process_tree(root: int) -> dict[int, int]:
-    """Every live process under `root` (itself included): pid -> resident bytes."""
-    parents: dict[int, int] = {}
-    resident: dict[int, int] = {}
+def process_tree(root: int) -> dict[tuple[int, int], int]:
+    """Every live process under `root` (itself included): (pid, start time) -> resident bytes."""
+    found: dict[int, tuple[int, int, int]] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None:
-            parents[int(entry.name)], resident[int(entry.name)] = fields
-    tree = {root} if root in resident else set()
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                found[int(entry.name)] = fields
+    tree = {root} if root in found else set()
     changed = True
     while changed:
         changed = False
-        for pid, parent in parents.items():
+        for pid, (parent, _, _) in found.items():
             if parent in tree and pid not in tree:
                 tree.add(pid)
                 changed = True
-    return {pid: resident[pid] * PAGE for pid in tree}
+    return {(pid, found[pid][1]): found[pid][2] * PAGE for pid in tree}
+
+
+class MemoryWatch:
+    """The resident memory of a rule's processes, cheaply: the whole of /proc is read a few
+    times a second (to find new processes), in between only the processes already known."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.known: set[tuple[int, int]] = set()
+        self.next_scan = 0.0
+
+    def resident(self, now: float) -> int:
+        if now >= self.next_scan:
+            began = time.monotonic()
+            tree = process_tree(self.root)
+            self.known = set(tree)
+            # A crowded host makes a scan dear: never spend more than ~5% of a core on it.
+            self.next_scan = now + max(SCAN_POLL, 20 * (time.monotonic() - began))
+            return sum(tree.values())
+        total = 0
+        for pid, start in list(self.known):
+            fields = _stat_fields(pid)
+            if fields is None or fields[1] != start:  # gone (or its pid reused)
+                self.known.discard((pid, start))
+                continue
+            total += fields[2] * PAGE
+        return total
 
 
 def folder_bytes(path: str) -> int:
@@ -185,7 +212,7 @@ def _say(log: str | None, text: str) -> None:
 
 
 def _kill_tree(popen: subprocess.Popen) -> None:
-    for pid in process_tree(popen.pid):
+    for pid, _ in process_tree(popen.pid):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
@@ -207,7 +234,7 @@ def supervise(popen: subprocess.Popen, *, folder, memory_mb, disk_mb, seconds, l
     """Wait for the rule, killing it at the first limit it crosses; returns the exit code."""
     started = time.monotonic()
     next_disk = started + DISK_POLL
-    peak = 0
+    memory = MemoryWatch(popen.pid)
     while True:
         try:
             code = popen.wait(timeout=MEMORY_POLL)
@@ -217,8 +244,7 @@ def supervise(popen: subprocess.Popen, *, folder, memory_mb, disk_mb, seconds, l
             return code if code >= 0 else 128 - code
         now = time.monotonic()
         if memory_mb is not None:
-            used = sum(process_tree(popen.pid).values())
-            peak = max(peak, used)
+            used = memory.resident(now)
             if used > memory_mb * MB:
                 _kill_tree(popen)
                 popen.wait()
@@ -229,8 +255,9 @@ def supervise(popen: subprocess.Popen, *, folder, memory_mb, disk_mb, seconds, l
                 )
                 return EXIT_MEMORY
         if disk_mb is not None and now >= next_disk:
-            next_disk = now + DISK_POLL
             used = folder_bytes(folder)
+            # A folder of many files is dear to walk: at most ~5% of a core on it.
+            next_disk = now + max(DISK_POLL, 20 * (time.monotonic() - now))
             if used > disk_mb * MB:
                 _kill_tree(popen)
                 popen.wait()
