@@ -110,6 +110,35 @@ def env_database(name: str, default_sqlite: Path) -> dict:
     return config
 
 
+def read_env_file(name: str, default: Path) -> None:
+    """Fill the variables the environment leaves unset from a file of KEY=VALUE lines (what
+    `make run` writes to var/lmweb.env): the environment wins. NAME names another file."""
+    value = _raw(name)
+    path = Path(value) if value is not None else default
+    if value is None and not path.exists():
+        return
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}={str(path)!r}: {exc.strerror}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, item = line.partition("=")
+        if not equals or not key.isidentifier():
+            raise ImproperlyConfigured(f"{path}, line {number}: not KEY=VALUE")
+        if len(item) >= 2 and item[0] == item[-1] == "'":
+            item = item[1:-1]
+        # Into the environment, not a private table: the processes started from here (workers,
+        # makeflow, Celery) see the same settings as under `make run`.
+        if _raw(key) is None:
+            os.environ[key] = item
+
+
+# Not LMWEB_*: tests start processes without the LMWEB_ variables and must still read no file.
+read_env_file("DJANGO_ENV_FILE", BASE_DIR / "var" / "lmweb.env")
+
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:

@@ -34,6 +34,30 @@ if [ -z "${CELERY_BROKER_URL:-}" ]; then
   PROCESSES=redis,$PROCESSES
 fi
 
+# The settings above in $LMWEB_VAR/lmweb.env (0600: it holds SECRET_KEY), which
+# lmweb/settings.py reads, so that every manage.py command run later from the repository root
+# sees the stack's database, data and secrets (the environment still wins). Every variable
+# that settings reads and that is set goes in; the stack's own (ports, folders) do not.
+write_settings_file() {
+  local name names file=$LMWEB_VAR/lmweb.env
+  local text="# Written by make run: lmweb/settings.py reads it; the environment wins over it."$'\n'
+  names=(SECRET_KEY DEBUG ALLOWED_HOSTS CSRF_TRUSTED_ORIGINS DATABASE_URL CELERY_BROKER_URL)
+  names+=($(compgen -e | grep '^LMWEB_' | sort))
+  for name in "${names[@]}"; do
+    case $name in
+      LMWEB_VAR | LMWEB_PORT | LMWEB_CATALOG_PORT | LMWEB_CATALOG_BIND | LMWEB_CONTROLLERS) continue ;;
+      LMWEB_REDIS_SOCKET | LMWEB_DEMO_TOKEN) continue ;;
+    esac
+    [ -n "${!name:-}" ] || continue
+    case ${!name} in
+      *"'"* | *$'\n'*) echo "stack-env: $name holds a quote or a newline" >&2 && return 1 ;;
+    esac
+    text+="$name='${!name}'"$'\n'
+  done
+  (umask 077 && printf '%s' "$text" >"$file.tmp") && mv "$file.tmp" "$file"
+}
+write_settings_file
+
 prepare_stack() {
   python "$ROOT/manage.py" migrate --noinput >/dev/null
   python "$ROOT/manage.py" collectstatic --noinput >/dev/null

@@ -2,6 +2,8 @@
 
 import json
 import os
+import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +164,109 @@ def test_the_workers_hide_the_service_from_every_rule(tmp_path):
         "/srv/keys",
         "/etc/lmweb",
     } <= hidden
+
+
+# --- var/lmweb.env: `make run` writes its settings there; settings.py reads it (issue 12, item 4).
+
+
+def _bare_env(**extra: str) -> dict[str, str]:
+    """The environment of a shell with none of lmweb's settings in it."""
+    names = {*GOOD, "DJANGO_ENV_FILE"}
+    env = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("LMWEB_")}
+    env.update(extra)
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_manage_py_commands_read_the_settings_file_that_make_run_writes(tmp_path):
+    var = tmp_path / "var"
+    script = f"source {ROOT / 'scripts' / 'stack-env.sh'}"
+    subprocess.run(["bash", "-c", script], env=_bare_env(LMWEB_VAR=str(var)), check=True)
+    written = var / "lmweb.env"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600  # it holds SECRET_KEY
+    assert f"LMWEB_DATA_DIR='{var / 'data'}'" in written.read_text().splitlines()
+
+    without = _manage(_bare_env(DJANGO_ENV_FILE=os.devnull), "check")
+    assert without.returncode != 0
+    assert "SECRET_KEY must be set" in without.stderr
+
+    env = _bare_env(DJANGO_ENV_FILE=str(written))
+    for args in (["migrate", "--noinput"], ["createsuperuser", "--noinput", "--username", "alice",
+                 "--email", "alice@example.org"], ["drf_create_token", "alice"]):  # fmt: skip
+        done = _manage(env, *args)
+        assert done.returncode == 0, done.stderr
+    key = done.stdout.split()[2]
+    # The token is in the SQLite database of the data folder that the file names.
+    with sqlite3.connect(var / "data" / "lmweb.sqlite3") as db:
+        stored = db.execute(
+            "SELECT t.key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id "
+            "WHERE u.username = 'alice'"
+        ).fetchall()
+    assert stored == [(key,)]
+
+
+def test_the_environment_wins_over_the_settings_file(tmp_path):
+    file = tmp_path / "lmweb.env"
+    file.write_text(
+        "# a comment\n"
+        f"SECRET_KEY='{'f' * 50}'\n"
+        "DEBUG=maybe\n"
+        f"LMWEB_DATA_DIR={tmp_path / 'from-file'}\n"
+        "CELERY_BROKER_URL='redis://127.0.0.1:6379/15'\n"
+    )
+    show = "from django.conf import settings; print(settings.DATA_DIR, settings.SECRET_KEY)"
+    env = _bare_env(DJANGO_ENV_FILE=str(file))
+    refused = _manage(env, "shell", "-c", show)
+    assert refused.returncode != 0
+    assert "DEBUG='maybe'" in refused.stderr.strip().splitlines()[-1]
+
+    env.update(DEBUG="0", LMWEB_DATA_DIR=str(tmp_path / "from-env"))
+    shown = _manage(env, "shell", "-c", show)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[-1].split() == [str(tmp_path / "from-env"), "f" * 50]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "DJANGO_ENV_FILE="), ("SECRET_KEY\n", "line 1: not KEY=VALUE")],
+)
+def test_a_bad_settings_file_stops_the_start_saying_why(tmp_path, content, message):
+    file = tmp_path / "lmweb.env"
+    if content is not None:
+        file.write_text(content)
+    result = _manage(_bare_env(DJANGO_ENV_FILE=str(file), DEBUG="1"), "check")
+    assert result.returncode != 0
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_suite_reads_no_settings_file_that_make_run_left():
+    """The default file, var/lmweb.env, as `make run` leaves it: processes the tests start
+    inherit DJANGO_ENV_FILE from pytest (pyproject.toml) and do not read it."""
+    default = ROOT / "var" / "lmweb.env"
+    default.parent.mkdir(exist_ok=True)
+    made = False
+    try:
+        with default.open("x") as handle:  # leave a real one alone
+            handle.write(f"SECRET_KEY='{'m' * 50}'\nDEBUG='1'\n")
+        made = True
+    except FileExistsError:
+        pass
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+        result = _manage(env, "check")
+    finally:
+        if made:
+            default.unlink()
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
