@@ -33,5 +33,7 @@ def write_files(folder: Path) -> None:
 
 def makeflow_arguments(seconds: int) -> list[str]:
     """makeflow's options that run every rule through the guard, for at most `seconds`."""
-    wrapper = f"python3 {GUARD} --seconds {int(seconds)} []"
+    # -I -S: no site-packages, no user environment: the guard needs only the standard library,
+    # and its start-up is paid by every rule.
+    wrapper = f"python3 -I -S {GUARD} --seconds {int(seconds)} []"
     return ["--wrapper", wrapper, "--wrapper-input", GUARD, "--wrapper-input", FENCE]

@@ -21,13 +21,13 @@ task's sandbox folder, with the standard library only. It:
 
 from __future__ import annotations
 
-import argparse
-import contextlib
+# Only modules Python has at hand, nothing from site-packages: this runs once per rule, so its
+# start-up is every rule's cost (python3 -I -S; no argparse, subprocess or shutil). `_signal`
+# is the C module behind `signal`, without its enum wrappers: importing enum costs more than
+# the rest of this start-up.
+import _signal as signal
 import os
 import resource
-import shutil
-import signal
-import subprocess
 import sys
 import time
 
@@ -132,18 +132,46 @@ def _megabytes(name: str) -> int | None:
     return number if number > 0 else None
 
 
-def bwrap_works(bwrap: str) -> bool:
-    try:
-        probe = subprocess.run(
-            [bwrap, "--ro-bind", "/", "/", "--unshare-net", "--", "true"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
+def find_program(name: str) -> str | None:
+    for folder in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+        path = os.path.join(folder or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def run_quietly(argv: list[str]) -> int:
+    """Exit code of `argv`, run with no input and its output discarded."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            for descriptor in (0, 1, 2):
+                os.dup2(null, descriptor)
+            os.execv(argv[0], argv)  # noqa: S606  (an argument list: no shell)
+        finally:
+            os._exit(127)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def bwrap_works(bwrap: str, workspace: str | None) -> bool:
+    """Whether bubblewrap can make a sandbox here; remembered in the worker's workspace, so the
+    probe costs one rule per worker, not every rule."""
+    memo = os.path.join(workspace, ".lmweb-bwrap") if workspace else None
+    if memo:
+        try:
+            with open(memo) as handle:
+                return handle.read().strip() == "yes"
+        except OSError:
+            pass
+    works = run_quietly([bwrap, "--ro-bind", "/", "/", "--unshare-net", "--", "true"]) == 0
+    if memo:
+        try:
+            with open(memo, "w") as handle:
+                handle.write("yes" if works else "no")
+        except OSError:
+            pass
+    return works
 
 
 # Always hidden: sockets (a database's or a container engine's) live there, and a cut network
@@ -211,74 +239,98 @@ def _say(log: str | None, text: str) -> None:
     sys.stderr.flush()
 
 
-def _kill_tree(popen: subprocess.Popen) -> None:
-    for pid, _ in process_tree(popen.pid):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        os.killpg(popen.pid, signal.SIGKILL)
+def _signal(pid: int, sig: int, *, group: bool = False) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except OSError:  # gone already
+        return
 
 
-def _file_size_limit(disk_mb: int | None):
-    def apply() -> None:  # between fork and exec
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if disk_mb is not None:
-            limit = disk_mb * MB
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-
-    return apply
+def _kill_tree(pid: int) -> None:
+    for member, _ in process_tree(pid):
+        _signal(member, signal.SIGKILL)
+    _signal(pid, signal.SIGKILL, group=True)
 
 
-def supervise(popen: subprocess.Popen, *, folder, memory_mb, disk_mb, seconds, log, rule):
-    """Wait for the rule, killing it at the first limit it crosses; returns the exit code."""
+def start(argv: list[str], env: dict[str, str], disk_mb: int | None) -> int:
+    """Fork and exec the rule in a session of its own, no file over its disk, no core dump."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.setsid()
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if disk_mb is not None:
+                limit = disk_mb * MB
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+            for sig in (signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            os.execve(argv[0], argv, env)  # noqa: S606  (an argument list: no shell)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def _ended(pid: int) -> int | None:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+def supervise(pid: int, *, folder, memory_mb, disk_mb, seconds, log, rule) -> int:
+    """Wait for the rule, killing it at the first limit it crosses; returns its exit code
+    (128 + N for a signal N, as a shell reports it)."""
     started = time.monotonic()
     next_disk = started + DISK_POLL
-    memory = MemoryWatch(popen.pid)
+    memory = MemoryWatch(pid)
     while True:
-        try:
-            code = popen.wait(timeout=MEMORY_POLL)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = _ended(pid)
+        if code is None:
+            # Wakes at once when the rule ends (SIGCHLD is blocked, so it waits here).
+            signal.sigtimedwait([signal.SIGCHLD], MEMORY_POLL)
+            code = _ended(pid)
         if code is not None:
             return code if code >= 0 else 128 - code
         now = time.monotonic()
+        reason = None
         if memory_mb is not None:
             used = memory.resident(now)
             if used > memory_mb * MB:
-                _kill_tree(popen)
-                popen.wait()
-                _say(
-                    log,
-                    f"rule {rule} was killed: it held {used // MB} MB of memory, over its "
-                    f"limit of {memory_mb} MB (memory)",
+                reason = (
+                    f"it held {used // MB} MB of memory, over its limit of {memory_mb} MB (memory)",
+                    EXIT_MEMORY,
                 )
-                return EXIT_MEMORY
-        if disk_mb is not None and now >= next_disk:
+        if reason is None and disk_mb is not None and now >= next_disk:
             used = folder_bytes(folder)
             # A folder of many files is dear to walk: at most ~5% of a core on it.
             next_disk = now + max(DISK_POLL, 20 * (time.monotonic() - now))
             if used > disk_mb * MB:
-                _kill_tree(popen)
-                popen.wait()
-                _say(
-                    log,
-                    f"rule {rule} was killed: its folder held {used // MB} MB, over its "
-                    f"limit of {disk_mb} MB (disk)",
+                reason = (
+                    f"its folder held {used // MB} MB, over its limit of {disk_mb} MB (disk)",
+                    EXIT_DISK,
                 )
-                return EXIT_DISK
-        if seconds is not None and now - started > seconds:
-            _kill_tree(popen)
-            popen.wait()
-            _say(log, f"rule {rule} was killed: it ran over its limit of {seconds} s (time)")
-            return EXIT_TIME
+        if reason is None and seconds is not None and now - started > seconds:
+            reason = (f"it ran over its limit of {seconds} s (time)", EXIT_TIME)
+        if reason is not None:
+            _kill_tree(pid)
+            os.waitpid(pid, 0)
+            _say(log, f"rule {rule} was killed: {reason[0]}")
+            return reason[1]
+
+
+USAGE = "usage: guard.py [--seconds N] COMMAND"
+
+
+def parse(argv: list[str]) -> tuple[int | None, str]:
+    seconds = None
+    if len(argv) == 3 and argv[0] == "--seconds" and argv[1].isdigit():
+        seconds, argv = int(argv[1]), argv[2:]
+    if len(argv) != 1:
+        raise SystemExit(USAGE)
+    return seconds, argv[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=None, help="wall-clock limit of the rule")
-    parser.add_argument("command", help="the rule's shell command")
-    args = parser.parse_args(argv)
+    seconds, command = parse(sys.argv[1:] if argv is None else argv)
     here = os.path.dirname(os.path.abspath(__file__))
     folder = os.path.realpath(os.getcwd())
     rule = os.environ.get("LMWEB_RULE") or "?"
@@ -286,41 +338,36 @@ def main(argv: list[str] | None = None) -> int:
     memory_mb, disk_mb = _megabytes("MEMORY"), _megabytes("DISK")
     mode = os.environ.get("LMWEB_RULE_SANDBOX", "auto").strip().lower() or "auto"
     hidden = [p for p in os.environ.get("LMWEB_RULE_HIDE", "").split(os.pathsep) if p]
-    sandbox = os.environ.get("WORK_QUEUE_SANDBOX")
-    if sandbox and os.path.abspath(sandbox) != folder:
-        hidden.append(sandbox)  # the worker's cache and its other tasks
+    workspace = os.environ.get("WORK_QUEUE_SANDBOX")
+    if workspace and os.path.abspath(workspace) != folder:
+        hidden.append(workspace)  # the worker's cache and its other tasks
     env = child_environment(folder, here)
-    private_tmp = os.path.join(folder, ".lmweb-tmp")
-    os.makedirs(private_tmp, exist_ok=True)
-    command = ["/bin/sh", "-c", args.command]
-    bwrap = shutil.which(BWRAP)
+    argv = ["/bin/sh", "-c", command]
+    bwrap = find_program(BWRAP) if mode != "off" else None
     if mode != "off":
-        if bwrap and (mode == "required" or bwrap_works(bwrap)):
-            command = sandbox_argv(bwrap, folder, private_tmp, hidden) + command
+        if bwrap and (mode == "required" or bwrap_works(bwrap, workspace)):
+            private_tmp = os.path.join(folder, ".lmweb-tmp")
+            os.makedirs(private_tmp, exist_ok=True)
+            argv = sandbox_argv(bwrap, folder, private_tmp, hidden) + argv
         elif mode == "required":
             _say(log, f"rule {rule} cannot run: the sandbox (bubblewrap) is required but missing")
             return EXIT_SANDBOX
-    popen = subprocess.Popen(
-        command,
-        env=env,
-        start_new_session=True,
-        preexec_fn=_file_size_limit(disk_mb),
-    )
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    pid = start(argv, env, disk_mb)
+
+    def stop(*_):
         # Work Queue stops a task with SIGTERM (cancel, manager gone): stop the whole rule.
-        signal.signal(sig, lambda *_: (_kill_tree(popen), sys.exit(143)))
+        _kill_tree(pid)
+        os._exit(143)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
     code = supervise(
-        popen,
-        folder=folder,
-        memory_mb=memory_mb,
-        disk_mb=disk_mb,
-        seconds=args.seconds,
-        log=log,
+        pid, folder=folder, memory_mb=memory_mb, disk_mb=disk_mb, seconds=seconds, log=log,
         rule=rule,
-    )
+    )  # fmt: skip
     if code == 128 + signal.SIGXFSZ:
         _say(log, f"rule {rule} wrote a file over its limit of {disk_mb} MB (disk)")
-    shutil.rmtree(private_tmp, ignore_errors=True)
     return code
 
 
