@@ -11,7 +11,12 @@ say() { echo "test services: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 # initdb and postgres refuse to run as root: as root, the cluster belongs to the postgres system
-# user that Debian's server package creates (make setup-test installs it).
+# user that Debian's server package creates (make setup-test installs it). A clone that user
+# cannot reach (under /root, say) keeps its cluster in /var/tmp instead, one per clone.
+if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1 \
+  && ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$ROOT"; then
+  PG=/var/tmp/lmweb-test-postgres-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
+fi
 if [ "$(id -u)" -eq 0 ]; then
   as_owner() { (cd "$PG" && setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"); }
 else
