@@ -1,15 +1,13 @@
 """Shared fixtures: users with tokens, API clients, a private data directory per test."""
 
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(
-    os.environ.get("LMWEB_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+# Tests make their inputs (tests/synthetic.py); those that also check the real sample data read it
+# from LMWEB_SAMPLE_DATA only (tests.synthetic.sample_data) and skip without it.
 
 
 @pytest.fixture

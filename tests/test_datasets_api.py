@@ -6,7 +6,8 @@ import pytest
 
 from jobs.models import Dataset
 
-from .conftest import SHARED_DATA, lmm_bytes, upload
+from . import synthetic
+from .conftest import lmm_bytes, upload
 
 
 def stored_files(data_dir):
@@ -44,8 +45,39 @@ class TestUpload:
         ],
     )
     def test_it_detects_the_format_of_real_files(self, api, name, fmt):
-        path = SHARED_DATA / name
+        path = synthetic.sample_data() / name
         response = upload(api, path.name, path.read_bytes())
+        assert response.status_code == 201, response.content
+        assert response.json()["format"] == fmt
+
+    @pytest.mark.parametrize(
+        ("name", "fmt"),
+        [
+            ("tree.nex", "nexus"),
+            ("tree.tre", "newick"),
+            ("occurrences.csv", "csv"),
+            ("ecoregions.tif", "geotiff"),
+            ("pam.lmm", "lmm"),
+            ("occurrences.zip", "dwca"),
+            ("hypotheses.zip", "shapefile-zip"),
+        ],
+    )
+    def test_it_detects_the_format_of_files_like_the_sample_data(self, api, tmp_path, name, fmt):
+        names = synthetic.species_names(5)
+        make = {
+            "tree.nex": lambda: synthetic.nexus(names),
+            "tree.tre": lambda: synthetic.newick(names),
+            "occurrences.csv": lambda: synthetic.occurrences_csv(
+                synthetic.occurrence_rows(dict.fromkeys(names, 4))
+            ),
+            "ecoregions.tif": lambda: synthetic.ecoregions(tmp_path / "eco.tif").read_bytes(),
+            "pam.lmm": synthetic.pam_bytes,
+            "occurrences.zip": lambda: synthetic.dwca(
+                synthetic.occurrence_rows(dict.fromkeys(names, 4))
+            ),
+            "hypotheses.zip": lambda: synthetic.folder_zip(synthetic.hypotheses(tmp_path / "h")),
+        }
+        response = upload(api, name, make[name]())
         assert response.status_code == 201, response.content
         assert response.json()["format"] == fmt
 

@@ -20,7 +20,8 @@ import translators
 from jobs import services
 from jobs.models import Dataset, Job, JobInput, Output, State
 
-from .conftest import SHARED_DATA, lmm_bytes, upload
+from . import synthetic
+from .conftest import lmm_bytes, upload
 
 JOBS = "/api/v1/jobs/"
 DATASETS = "/api/v1/datasets/"
@@ -46,14 +47,14 @@ METACHARACTERS = [
 # of another user.
 PAM, OTHER_TREE, THEIRS = "<pam:0>", "<tree:0>", "<theirs>"
 PLACEHOLDER = re.compile(r"<([a-z-]+):(\d+)>")
-LAYERS = SHARED_DATA / "lmpy_layers"
 LMM = lmm_bytes()
 OCCURRENCES = b"species_name,x,y\nHeuchera alba,-100.5,40.25\nHeuchera alba,-101.5,41.25\n"
 
 
 def _shapefiles_zip() -> bytes:
     parts = (".shp", ".shx", ".dbf", ".prj")
-    return zip_bytes({f"bg_hyp_1{ext}": (LAYERS / f"bg_hyp_1{ext}").read_bytes() for ext in parts})
+    made = synthetic.bg_hypothesis_bytes()
+    return zip_bytes({f"bg_hyp_1{ext}": made[ext[1:]] for ext in parts})
 
 
 # A small file that passes the inspection of each kind of input (InputSpec.content).
@@ -62,7 +63,7 @@ SAMPLES = {
     "tree": ("tree.tre", lambda: TREE),
     "occurrences": ("occurrences.csv", lambda: OCCURRENCES),
     "name-map": ("names.csv", lambda: b"Heuchera alba,Heuchera americana\n"),
-    "raster": ("layer.tif", lambda: (LAYERS / "env_3.tif").read_bytes()),
+    "raster": ("layer.tif", synthetic.environment_bytes),
     "shapefiles": ("hypotheses.zip", _shapefiles_zip),
 }
 

@@ -13,13 +13,11 @@ from django.conf import settings
 import translators
 from jobs import inspection
 
-from .conftest import SHARED_DATA, upload
+from . import synthetic
+from .conftest import upload
 from .test_settings import start as start_django
 
-HEUCHERA = SHARED_DATA / "heuchera"
-LAYERS = SHARED_DATA / "lmpy_layers"
-PAM = HEUCHERA / "heuchera_rfolk_1deg_global_noempties.lmm"  # 2,114 sites x 55 species
-GLOBAL_PAM = HEUCHERA / "heuchera_rfolk_1deg_global.lmm"  # 54,000 sites x 62 species
+BG_HYP = synthetic.bg_hypothesis_bytes()  # one polygon shapefile: extension -> bytes
 OCCURRENCES = b"species_name,x,y\nHeuchera alba,-100.5,40.25\nHeuchera alba,-101.5,41.25\n"
 VRT = (
     b'<OGRVRTDataSource><OGRVRTLayer name="t"><SrcDataSource>/etc/passwd</SrcDataSource>'
@@ -39,7 +37,7 @@ def shapefiles(**replace: bytes) -> bytes:
     """The bg_hyp_1 shapefile zipped, with members replaced by name (shp=..., dbf=...)."""
     members = {}
     for ext in ("shp", "shx", "dbf", "prj"):
-        members[f"bg_hyp_1.{ext}"] = replace.get(ext, (LAYERS / f"bg_hyp_1.{ext}").read_bytes())
+        members[f"bg_hyp_1.{ext}"] = replace.get(ext, BG_HYP[ext])
     return zip_bytes(members)
 
 
@@ -63,6 +61,12 @@ def newick(tips: int) -> bytes:
         return f"({clade(low, middle)},{clade(middle, high)}):1"
 
     return (clade(0, tips) + ";\n").encode()
+
+
+def pam_sized(sites: int, species: int, *, seed: int = 1) -> bytes:
+    """A seeded 0/1 PAM of the given size (the Heuchera PAMs: 2,114 x 55 and 54,000 x 62)."""
+    rng = np.random.default_rng(seed)
+    return lmm((rng.random((sites, species)) < 0.2).astype(float))
 
 
 def tiff(path, width: int, height: int, bands: int = 1) -> bytes:
@@ -107,18 +111,36 @@ def limits():
     return inspection.Limits.from_settings(settings)
 
 
-@pytest.fixture
-def mcpa_inputs(api):
-    """mcpa's example inputs (the Heuchera PAM, tree, ecoregions and hypotheses), stored."""
-    hypotheses = {}
-    for path in sorted((HEUCHERA / "hypotheses").iterdir()):
-        hypotheses[path.name] = path.read_bytes()
-    return {
-        "pam": stored(api, "pam.lmm", PAM.read_bytes()),
-        "tree": stored(api, "tree.nex", (HEUCHERA / "heuchera.nex").read_bytes()),
-        "environment": [stored(api, "eco.tif", (HEUCHERA / "ecoregions.tif").read_bytes())],
-        "hypotheses": stored(api, "hypotheses.zip", zip_bytes(hypotheses)),
-    }
+class Inputs(dict):
+    """A job's inputs (name -> dataset id), with the PAM's cell count."""
+
+    cells: int
+
+
+@pytest.fixture(params=["synthetic", "sample"])
+def mcpa_inputs(request, api, tmp_path):
+    """mcpa's example inputs, stored: synthetic ones shaped like the example's, and (with
+    LMWEB_SAMPLE_DATA) the Heuchera PAM, tree, ecoregions and hypotheses themselves."""
+    if request.param == "sample":
+        heuchera = synthetic.sample_data() / "heuchera"
+        files = {
+            "pam": (
+                "pam.lmm",
+                (heuchera / "heuchera_rfolk_1deg_global_noempties.lmm").read_bytes(),
+            ),
+            "tree": ("tree.nex", (heuchera / "heuchera.nex").read_bytes()),
+            "environment": ("eco.tif", (heuchera / "ecoregions.tif").read_bytes()),
+            "hypotheses": ("hypotheses.zip", synthetic.folder_zip(heuchera / "hypotheses")),
+        }
+    else:
+        files = synthetic.example_files("mcpa", tmp_path / "mcpa")
+    inputs = Inputs({key: stored(api, *files[key]) for key in files})
+    inputs["environment"] = [inputs["environment"]]
+    with zipfile.ZipFile(io.BytesIO(files["pam"][1])) as archive:
+        headers = json.loads(archive.read("headers.json"))
+    headers = headers.get("headers", headers)
+    inputs.cells = len(headers["0"]) * len(headers["1"])
+    return inputs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,19 +162,17 @@ def test_mcpa_refuses_hypotheses_whose_shp_is_ogr_vrt_and_accepts_real_ones(api,
         pytest.param("shx", VRT, "no file code 9994", id="a-shx-that-is-vrt"),
         pytest.param("dbf", VRT, "not a dBASE table", id="a-dbf-that-is-vrt"),
         pytest.param(
-            "shp", (LAYERS / "bg_hyp_1.shp").read_bytes()[:-8], "header says", id="a-cut-shp"
+            "shp", BG_HYP["shp"][:-8], "header says", id="a-cut-shp"
         ),
         pytest.param(
             "dbf",
-            (LAYERS / "bg_hyp_1.dbf").read_bytes()[:4] + (1000).to_bytes(4, "little")
-            + (LAYERS / "bg_hyp_1.dbf").read_bytes()[8:],
+            BG_HYP["dbf"][:4] + (1000).to_bytes(4, "little") + BG_HYP["dbf"][8:],
             "header says",
             id="a-dbf-that-claims-more-records-than-it-holds",
         ),
         pytest.param(
             "dbf",
-            (LAYERS / "bg_hyp_1.dbf").read_bytes()[:10] + b"\x05\x00"
-            + (LAYERS / "bg_hyp_1.dbf").read_bytes()[12:],
+            BG_HYP["dbf"][:10] + b"\x05\x00" + BG_HYP["dbf"][12:],
             "fields do not make up a record",
             id="a-dbf-record-length-its-fields-do-not-fill",
         ),
@@ -192,7 +212,7 @@ def test_macos_resource_forks_in_a_shapefile_zip_are_left_alone(tmp_path, limits
 
 def test_a_raster_must_be_a_tiff_by_its_first_bytes(tmp_path, limits):
     path = tmp_path / "layer.tif"
-    path.write_bytes((LAYERS / "env_3.tif").read_bytes())
+    path.write_bytes(synthetic.environment_bytes())
     assert inspection.check_raster(path, limits=limits) == {"pixels": 100, "bands": 1}
     # GDAL would open this by content (its VRT driver), whatever the name says.
     path.write_bytes(
@@ -228,7 +248,7 @@ def test_the_inspection_subprocess_gets_no_secrets(monkeypatch, limits):
 @pytest.mark.django_db
 def test_a_pam_over_the_cell_limit_is_refused_naming_the_input(api, settings):
     settings.MAX_PAM_CELLS = 2114 * 55
-    pam = stored(api, "pam.lmm", PAM.read_bytes())
+    pam = stored(api, "pam.lmm", pam_sized(2114, 55))
     assert submit(api, "pam-stats", {"pam": pam}).status_code == 201
     settings.MAX_PAM_CELLS = 2114 * 55 - 1
     refused(
@@ -312,7 +332,7 @@ def test_a_csv_over_the_row_limit_is_refused_naming_the_input(api, settings):
 
 
 def _eco() -> bytes:
-    return (HEUCHERA / "ecoregions.tif").read_bytes()
+    return synthetic.ecoregions_bytes()
 
 
 @pytest.mark.django_db
@@ -347,14 +367,14 @@ def test_a_list_input_over_the_dataset_limit_is_refused_naming_it(api, settings)
 
 @pytest.mark.django_db
 def test_the_production_run_of_10000_randomizations_passes_the_default_work_limit(api):
-    pam = stored(api, "pam.lmm", PAM.read_bytes())
+    pam = stored(api, "pam.lmm", pam_sized(2114, 55))  # the Heuchera PAM's size
     response = submit(api, "pam-stats", {"pam": pam}, randomizations=10_000)
     assert response.status_code == 201, response.content
 
 
 @pytest.mark.django_db
 def test_randomizations_times_cells_over_the_limit_is_refused_naming_the_param(api):
-    pam = stored(api, "pam.lmm", GLOBAL_PAM.read_bytes())  # 3,348,000 cells
+    pam = stored(api, "pam.lmm", pam_sized(54_000, 62))  # 3,348,000 cells, the global PAM's
     fits = settings.MAX_RANDOMIZED_CELLS // 3_348_000
     assert submit(api, "pam-stats", {"pam": pam}, randomizations=fits).status_code == 201
     response = submit(api, "pam-stats", {"pam": pam}, randomizations=fits + 1)
@@ -368,10 +388,11 @@ def test_randomizations_times_cells_over_the_limit_is_refused_naming_the_param(a
 
 @pytest.mark.django_db
 def test_mcpa_permutations_times_cells_over_the_limit_is_refused(api, mcpa_inputs, settings):
-    settings.MAX_RANDOMIZED_CELLS = 116_270 * 20
+    settings.MAX_RANDOMIZED_CELLS = mcpa_inputs.cells * 20
     assert submit(api, "mcpa", mcpa_inputs, permutations=20).status_code == 201
     response = submit(api, "mcpa", mcpa_inputs, permutations=21)
-    refused(response, "params.permutations", "21 permutations", "limit of 2325400")
+    limit = f"limit of {mcpa_inputs.cells * 20}"
+    refused(response, "params.permutations", "21 permutations", limit)
 
 
 # ---------------------------------------------------------------------------------------------

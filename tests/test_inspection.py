@@ -9,10 +9,9 @@ from django.conf import settings
 from jobs import inspection
 from jobs.models import Dataset, Job
 
-from .conftest import SHARED_DATA, lmm_bytes, upload
+from . import synthetic
+from .conftest import lmm_bytes, upload
 
-HEUCHERA = SHARED_DATA / "heuchera"
-LAYERS = SHARED_DATA / "lmpy_layers"
 LIMITS = inspection.Limits.from_settings(settings)
 
 
@@ -52,11 +51,19 @@ class TestSubmission:
         assert "not an lmpy matrix" in response.json()["errors"]["inputs.pam"][0]
         assert Job.objects.count() == 0
 
+    def test_a_pam_and_nexus_tree_like_the_sample_are_accepted(self, api):
+        names = synthetic.pam_matrix().get_headers()["1"]
+        pam = upload(api, "p.lmm", synthetic.pam_bytes())
+        tree = upload(api, "t.nex", synthetic.nexus(names))
+        response = api.post("/api/v1/jobs/", pam_request(pam.json()["id"], tree.json()["id"]))
+        assert response.status_code == 201, response.content
+
     def test_the_real_heuchera_inputs_are_accepted(self, api):
+        heuchera = synthetic.sample_data() / "heuchera"
         pam = upload(
-            api, "h.lmm", (HEUCHERA / "heuchera_rfolk_1deg_global_noempties.lmm").read_bytes()
+            api, "h.lmm", (heuchera / "heuchera_rfolk_1deg_global_noempties.lmm").read_bytes()
         )
-        tree = upload(api, "h.nex", (HEUCHERA / "heuchera.nex").read_bytes())
+        tree = upload(api, "h.nex", (heuchera / "heuchera.nex").read_bytes())
         response = api.post("/api/v1/jobs/", pam_request(pam.json()["id"], tree.json()["id"]))
         assert response.status_code == 201, response.content
 
@@ -117,9 +124,19 @@ class TestChecks:
         with pytest.raises(inspection.BadContent, match="UTF-8"):
             inspection.check_occurrences(path, {"x_column": "x", "y_column": "y"}, limits=LIMITS)
 
+    def test_occurrences_like_the_sample_pass(self, tmp_path):
+        path = tmp_path / "occ.csv"
+        rows = synthetic.occurrence_rows(dict.fromkeys(synthetic.species_names(4), 30))
+        path.write_bytes(synthetic.occurrences_csv(rows))
+        inspection.check_occurrences(
+            path,
+            {"species_column": "species_name", "x_column": "x", "y_column": "y"},
+            limits=LIMITS,
+        )
+
     def test_the_real_occurrences_pass(self):
         inspection.check_occurrences(
-            HEUCHERA / "heuchera.csv",
+            synthetic.sample_data() / "heuchera" / "heuchera.csv",
             {"species_column": "species_name", "x_column": "x", "y_column": "y"},
             limits=LIMITS,
         )
@@ -129,19 +146,25 @@ class TestChecks:
         path.write_bytes(b"II*\x00" + b"\x00" * 64)
         with pytest.raises(inspection.BadContent, match="GDAL"):
             inspection.check_raster(path, limits=LIMITS)
-        inspection.check_raster(HEUCHERA / "ecoregions.tif", limits=LIMITS)
+        inspection.check_raster(synthetic.ecoregions(tmp_path / "eco.tif"), limits=LIMITS)
+        inspection.check_raster(synthetic.environment(tmp_path / "env.tif"), limits=LIMITS)
+
+    def test_the_real_rasters_pass(self):
+        folder = synthetic.sample_data()
+        inspection.check_raster(folder / "heuchera" / "ecoregions.tif", limits=LIMITS)
+        inspection.check_raster(folder / "lmpy_layers" / "env_3.tif", limits=LIMITS)
 
     def test_a_shapefile_zip_needs_its_siblings(self, tmp_path):
         path = tmp_path / "hyp.zip"
-        shp, dbf, shx = (LAYERS / f"bg_hyp_1.{ext}" for ext in ("shp", "dbf", "shx"))
-        path.write_bytes(zip_bytes({"a.shp": shp.read_bytes(), "a.dbf": dbf.read_bytes()}))
+        parts = synthetic.bg_hypothesis(tmp_path / "layers")
+        path.write_bytes(zip_bytes({"a.shp": parts["shp"], "a.dbf": parts["dbf"]}))
         with pytest.raises(inspection.BadContent, match=r"\.shx"):
             inspection.check_shapefiles(path, limits=LIMITS)
         path.write_bytes(
-            zip_bytes(
-                {"a.shp": shp.read_bytes(), "a.dbf": dbf.read_bytes(), "a.shx": shx.read_bytes()}
-            )
+            zip_bytes({"a.shp": parts["shp"], "a.dbf": parts["dbf"], "a.shx": parts["shx"]})
         )
+        inspection.check_shapefiles(path, limits=LIMITS)
+        path.write_bytes(synthetic.folder_zip(synthetic.hypotheses(tmp_path / "hypotheses")))
         inspection.check_shapefiles(path, limits=LIMITS)
 
     def test_a_dwca_needs_meta_xml(self, tmp_path):
@@ -149,7 +172,13 @@ class TestChecks:
         path.write_bytes(zip_bytes({"occurrence.txt": b"x"}))
         with pytest.raises(inspection.BadContent, match=r"meta\.xml"):
             inspection.check_dwca(path, limits=LIMITS)
-        inspection.check_dwca(SHARED_DATA / "dwca" / "idigbio_acer_rubrum.zip", limits=LIMITS)
+        rows = synthetic.occurrence_rows(dict.fromkeys(synthetic.species_names(2), 5))
+        path.write_bytes(synthetic.dwca(rows))
+        inspection.check_dwca(path, limits=LIMITS)
+
+    def test_the_real_dwca_passes(self):
+        path = synthetic.sample_data() / "dwca" / "idigbio_acer_rubrum.zip"
+        inspection.check_dwca(path, limits=LIMITS)
 
     def test_a_small_real_lmm_passes(self, tmp_path):
         path = tmp_path / "p.lmm"

@@ -20,10 +20,10 @@ from rest_framework.authtoken.models import Token
 
 from tests.runner.conftest import free_port
 
-from .conftest import SHARED_DATA, lmm_bytes
+from . import synthetic
+from .conftest import lmm_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-HEUCHERA = SHARED_DATA / "heuchera"
 MB = 1024**2
 # Two limits lowered so that their bombs are quick to build; the others are the defaults.
 SERVER_LIMITS = {"LMWEB_MAX_CSV_ROWS": "200000", "LMWEB_MAX_ZIP_UNPACKED": "256M"}
@@ -231,7 +231,7 @@ def test_bombs_of_each_kind_are_refused_quickly_while_the_web_stays_small_and_se
     pam = server.stored("pam.lmm", lmm_bytes())
     tree = server.stored("tree.tre", b"((sp_a:1,sp_b:1):1);\n")
     occurrences = server.stored("occ.csv", b"species_name,x,y\nHeuchera alba,-100.5,40.25\n")
-    ecoregions = server.stored("eco.tif", (HEUCHERA / "ecoregions.tif").read_bytes())
+    ecoregions = server.stored("eco.tif", synthetic.ecoregions_bytes())
     not_a_pam = server.stored("bad.lmm", lmm_bytes().replace(b"data.npz", b"data.npy"))
     assert server.submit("pam-stats", {"pam": not_a_pam}, {}).status_code == 400
     assert server.session.get(f"{server.url}/api/v1/datasets/", timeout=10).ok

@@ -1,7 +1,6 @@
 """Every workflow's example request, submitted as given on the sample data, reaches COMPLETE,
 and its deterministic outputs equal those of the same commands run by hand."""
 
-import io
 import json
 import shutil
 import subprocess
@@ -15,7 +14,8 @@ import pytest
 import translators
 from bench.direct import dag_name as _name
 from bench.direct import job_rules as load_rules
-from tests.conftest import SHARED_DATA, upload
+from tests import synthetic
+from tests.conftest import upload
 
 from .conftest import wait_until_finished
 from .test_execution import submit
@@ -23,20 +23,26 @@ from .test_execution import submit
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def submit_example(client, name: str) -> str:
+def sample_uploads(name: str) -> dict[str, tuple[str, bytes]]:
+    """The example's own files from the sample data: placeholder id -> (file name, content)."""
+    folder = synthetic.sample_data()
+    files = {}
+    for placeholder, relative in translators.get(name).example_data.items():
+        path = folder / relative
+        if path.is_dir():  # a folder of shapefiles is uploaded as a zip, as a user would
+            files[placeholder] = (path.name + ".zip", synthetic.folder_zip(path))
+        else:
+            files[placeholder] = (path.name, path.read_bytes())
+    return files
+
+
+def submit_example(client, name: str, files: dict[str, tuple[str, bytes]]) -> str:
+    """The example request as given, its placeholder ids replaced by uploads of `files`."""
     workflow = translators.get(name)
     assert workflow.example_data, f"{name} names no sample data for its example"
+    assert set(files) == set(workflow.example_data), name
     text = json.dumps(workflow.example)
-    for placeholder, relative in workflow.example_data.items():
-        path = SHARED_DATA / relative
-        if path.is_dir():  # a folder of shapefiles is uploaded as a zip, as a user would
-            buffer = io.BytesIO()
-            with zipfile.ZipFile(buffer, "w") as archive:
-                for member in sorted(path.iterdir()):
-                    archive.write(member, member.name)
-            content, filename = buffer.getvalue(), path.name + ".zip"
-        else:
-            content, filename = path.read_bytes(), path.name
+    for placeholder, (filename, content) in files.items():
         response = upload(client, filename, content)
         assert response.status_code == 201, response.content
         text = text.replace(placeholder, response.json()["id"])
@@ -107,9 +113,17 @@ def same_content(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
 
-def test_every_example_request_completes_as_given(live, report, tmp_path):
+@pytest.mark.parametrize("source", ["synthetic", "sample"])
+def test_every_example_request_completes_as_given(live, report, tmp_path, source):
+    """On every clone with synthetic inputs shaped like the example's (the request as given,
+    params included); with LMWEB_SAMPLE_DATA, on the sample data the examples name."""
+    names = [name for name in translators.names() if name != "selftest"]
+    if source == "sample":
+        uploads = {name: sample_uploads(name) for name in names}
+    else:
+        uploads = {name: synthetic.example_uploads(name, tmp_path / "in" / name) for name in names}
     # All at once: the workers share them, as they would a lab's jobs.
-    jobs = {name: submit_example(live, name) for name in translators.names() if name != "selftest"}
+    jobs = {name: submit_example(live, name, uploads[name]) for name in names}
     results = {
         name: wait_until_finished(live, job_id, timeout=900) for name, job_id in jobs.items()
     }

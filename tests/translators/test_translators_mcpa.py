@@ -469,22 +469,56 @@ def test_the_example_is_a_valid_complete_request_on_the_sample_data():
 
 
 def test_the_example_names_its_sample_data():
-    from tests.conftest import SHARED_DATA
-
     assert set(WORKFLOW.example_data) == {
         placeholder
         for value in WORKFLOW.example["inputs"].values()
         for placeholder in (value if isinstance(value, list) else [value])
     }
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"no sample data at {SHARED_DATA}")
+
+
+def test_the_sample_data_holds_the_examples_files():
+    from tests.synthetic import sample_data
+
+    folder = sample_data()
     for relative in WORKFLOW.example_data.values():
-        assert (SHARED_DATA / relative).exists(), relative
-    hypotheses = SHARED_DATA / WORKFLOW.example_data[WORKFLOW.example["inputs"]["hypotheses"]]
+        assert (folder / relative).exists(), relative
+    hypotheses = folder / WORKFLOW.example_data[WORKFLOW.example["inputs"]["hypotheses"]]
     stems = {path.stem for path in hypotheses.glob("*.shp")}
     assert stems == {"Continental_Divide", "Eastern_Divide", "Great_Basin"}
     for stem in stems:
         assert {f"{stem}.{ext}" for ext in ("shx", "dbf")} <= {p.name for p in hypotheses.iterdir()}
+
+
+def test_the_synthetic_example_inputs_fit_the_example_as_given(tmp_path):
+    """What the integration test runs on every clone: the PAM's sites are cell centres inside the
+    example's grid and on the ecoregions raster, the hypotheses split them on the example's
+    hypothesis_field."""
+    from osgeo import gdal, ogr
+
+    from tests import synthetic
+
+    gdal.UseExceptions()
+    files = synthetic.example_uploads(WORKFLOW.name, tmp_path)
+    assert list(files) == list(WORKFLOW.example_data)
+    grid = WORKFLOW.example["params"]["grid"]
+    sites = synthetic.pam_matrix().get_headers()["0"]
+    for _, x, y in sites:
+        assert grid["min_x"] < x < grid["max_x"] and grid["min_y"] < y < grid["max_y"]
+        assert (x - grid["min_x"]) % grid["cell_size"] == 0.5
+    raster = gdal.Open(str(tmp_path / "eco.tif"))
+    left, size, _, top, _, _ = raster.GetGeoTransform()
+    assert raster.GetSpatialRef().GetAuthorityCode(None) == str(grid["epsg"])
+    assert all(
+        left < x < left + size * raster.RasterXSize and top + -size * raster.RasterYSize < y < top
+        for _, x, y in sites
+    )
+    field = WORKFLOW.example["params"]["hypothesis_field"]
+    shapefiles = sorted((tmp_path / "hyp").glob("*.shp"))
+    assert len(shapefiles) == 3
+    for path in shapefiles:
+        source = ogr.Open(str(path))  # the layer lives only as long as its data source
+        values = sorted(feature.GetField(field) for feature in source.GetLayer())
+        assert values == [0, 1], path.name
 
 
 def test_inputs_are_dataset_ids_and_environment_takes_several():
