@@ -75,8 +75,9 @@ class Workflow:
     params_schema: dict
     dataset_inputs: dict[str, InputSpec] = {}
     example: dict
-    # The example's placeholder dataset ids -> files of the project's sample data (paths relative
-    # to shared/data), so that the example can be run as given.
+    # The example's placeholder dataset ids -> files of the sample data (paths relative to the
+    # folder LMWEB_SAMPLE_DATA names; not part of the project), so that the example can be run as
+    # given on real data. tests/synthetic.py makes stand-ins that fit the example unchanged.
     example_data: dict[str, str] = {}
 
     @property
