@@ -10,7 +10,7 @@ task's sandbox folder, with the standard library only. It:
   at most ``--seconds``. A rule over a limit is killed, and the reason is appended to the rule's
   own stderr log (``logs/<LMWEB_RULE>.stderr``), which the job's error then quotes;
 - runs the command under bubblewrap: the whole file system read-only except the task's own
-  folder, a private /tmp inside it, no network, no other process visible, and the paths in
+  folder (its temporary files go there), no network, no other process visible, and the paths in
   ``LMWEB_RULE_HIDE`` (the service's data, secrets and the worker's other tasks) replaced by
   empty folders. ``LMWEB_RULE_SANDBOX`` is ``required`` (no bubblewrap: the rule fails),
   ``auto`` (the default: sandbox when bubblewrap works here) or ``off``;
@@ -192,15 +192,17 @@ def hidden_paths(listed: list[str], folder: str) -> list[str]:
     return paths
 
 
-def sandbox_argv(bwrap: str, folder: str, private_tmp: str, hidden: list[str]) -> list[str]:
-    """bubblewrap's arguments: read-only root, the task folder writable, `hidden` emptied."""
+def sandbox_argv(bwrap: str, folder: str, hidden: list[str]) -> list[str]:
+    """bubblewrap's arguments: read-only root, the task folder writable, `hidden` emptied.
+
+    /tmp stays as it is, read-only like the rest (the service may well be installed there): a
+    rule writes its temporary files in its folder (Work Queue points TMPDIR there)."""
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     for path in hidden_paths(hidden, folder):
         if os.path.isdir(path):
             argv += ["--tmpfs", path]
         elif os.path.lexists(path):
             argv += ["--ro-bind", "/dev/null", path]
-    argv += ["--bind", private_tmp, "/tmp"]  # noqa: S108  (the rule's own /tmp, in its folder)
     argv += ["--bind", folder, folder, "--chdir", folder]
     argv += ["--unshare-net", "--unshare-ipc", "--unshare-pid", "--unshare-uts"]
     argv += ["--die-with-parent", "--"]
@@ -216,6 +218,9 @@ def child_environment(folder: str, here: str) -> dict[str, str]:
     fence = os.path.join(here, "fence")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (fence, env.get("PYTHONPATH", "")) if p)
     env.setdefault("LMWEB_GDAL_DRIVERS", "")
+    # Temporary files go to the rule's folder (Work Queue sets TMPDIR there; by hand, here).
+    for name in ("TMPDIR", "TMP", "TEMP"):
+        env.setdefault(name, folder)
     # GDAL reads no side-car files and lists no folders next to what it opens; no network
     # file system is let through even where the network is not cut.
     env["GDAL_PAM_ENABLED"] = "NO"
@@ -346,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     bwrap = find_program(BWRAP) if mode != "off" else None
     if mode != "off":
         if bwrap and (mode == "required" or bwrap_works(bwrap, workspace)):
-            private_tmp = os.path.join(folder, ".lmweb-tmp")
-            os.makedirs(private_tmp, exist_ok=True)
-            argv = sandbox_argv(bwrap, folder, private_tmp, hidden) + argv
+            argv = sandbox_argv(bwrap, folder, hidden) + argv
         elif mode == "required":
             _say(log, f"rule {rule} cannot run: the sandbox (bubblewrap) is required but missing")
             return EXIT_SANDBOX
