@@ -210,7 +210,9 @@ def test_two_makeflows_started_at_the_same_moment_both_come_up(procs, tmp_path):
     def start(folder, dag):
         barrier.wait()
         try:
-            runs.append(procs.start(folder, dag, port_range=(20500, 20510)))
+            # Not tied to this thread: a parent-death signal fires when the starting thread
+            # ends, which here is at once (the test follows the runs from the main thread).
+            runs.append(procs.start(folder, dag, port_range=(20500, 20510), die_with_parent=False))
         except Exception as exc:
             errors.append(exc)
 
