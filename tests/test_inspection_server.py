@@ -170,7 +170,7 @@ def server(transactional_db, make_user, tmp_path):
     env.update(
         DATABASE_URL=(
             f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
-            f"{database['NAME']}"
+            f"{database['NAME']}?application_name={APPLICATION}"
         ),
         LMWEB_DATA_DIR=str(tmp_path / "data"),
         LMWEB_HTTPS="0",
@@ -201,6 +201,27 @@ def server(transactional_db, make_user, tmp_path):
     finally:
         os.killpg(master.pid, signal.SIGKILL)
         master.wait(timeout=10)
+        _end_server_sessions()
+
+
+# The server's database sessions are named, so that they can be ended with it: a killed client's
+# session lives on until PostgreSQL notices, and the flush after the test would wait on its
+# locks (a deadlock, once).
+APPLICATION = "lmweb-test-inspection-server"
+
+
+def _end_server_sessions() -> None:
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                [APPLICATION],
+            )
+            if not cursor.fetchall():
+                return
+            time.sleep(0.1)
 
 
 class Pinger(threading.Thread):
