@@ -90,7 +90,11 @@ class Stack:
             runner.stop_process(popen, grace=15)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the stack's controller and scheduler work on the test database, so they stop
+# before the tests after this package run. Left up, the controller took the jobs that later
+# live-server tests submitted and wrote to them while the test database was being flushed (a
+# deadlock, on a slower machine).
+@pytest.fixture(scope="package")
 def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     from django.db import connection
 
