@@ -1,7 +1,7 @@
 """make bench: start a private stack, run B1 to B8 each beside its baseline, print one table,
-write the figures to bench/results/.
+write the figures to var/bench/ (ignored by git: the README keeps the table).
 
-Usage: python -m bench [--smoke] [--only B1,B3] [--out bench/results] [--keep]
+Usage: python -m bench [--smoke] [--only B1,B3] [--out var/bench] [--keep]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the code runs")
     parser.add_argument("--only", default="", help="comma-separated ids, e.g. B1,B6")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
     parser.add_argument(
         "--database-url",
         default=os.environ.get(
