@@ -26,7 +26,8 @@ demo: setup
 setup-test: setup
 	@scripts/setup-test.sh
 
-test: setup-test
+# The suite starts with the linters: a layer broken or a file unformatted fails `make test` too.
+test: setup-test lint
 	@$(TEST_SERVICES) && set -x && \
 	DATABASE_URL=$$TEST_DATABASE_URL CELERY_BROKER_URL=$$TEST_BROKER_URL $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -39,6 +40,7 @@ bench: setup-test
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 format: setup
 	$(VENV)/bin/ruff format .
