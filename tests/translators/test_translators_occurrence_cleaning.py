@@ -16,7 +16,7 @@ from rendered import assert_makeflow_accepts, rules_by_id, steps
 from translators import InvalidRequest
 from translators.base import canonical_json
 from translators.makeflow import MAX_COMMAND_CHARS, check_path
-from translators.occurrence_cleaning import (
+from translators.occurrence_cleaning.workflow import (
     HELPER_SCRIPT,
     MAX_CLEAN_RULES,
     MAX_SPECIES,

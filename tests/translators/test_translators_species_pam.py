@@ -18,9 +18,13 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from rendered import assert_makeflow_accepts, rules_by_id, steps
 
-from translators import InvalidRequest, species_pam
+from translators import InvalidRequest
 from translators.base import canonical_json
+from translators.common.args import number_arg
+from translators.common.grid import grid_cells
+from translators.common.species_names import species_key, species_name
 from translators.makeflow import MAX_COMMAND_CHARS, check_path
+from translators.species_pam import workflow as species_pam
 
 WORKFLOW = species_pam.WORKFLOW
 OCCURRENCES = ["00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000003"]
@@ -54,7 +58,7 @@ def request(**params):
 
 
 def produced_split(names):
-    files = [f"work/split/{species_pam.species_key(n)}.csv" for n in names]
+    files = [f"work/split/{species_key(n)}.csv" for n in names]
     return {
         "split": sorted(
             [*files, "logs/split.stderr", "logs/split.stdout", "outputs/occurrence_report.json"]
@@ -203,12 +207,12 @@ def test_a_bad_grid_is_refused_naming_the_field_while_its_twin_passes(label):
 def test_grid_limits_themselves_are_accepted():
     world = {"min_x": -180, "min_y": -90, "max_x": 180, "max_y": 90, "cell_size": 0.5}
     WORKFLOW.validate(request(grid={**world, "epsg": 4326}))
-    assert species_pam.grid_cells({**world, "epsg": 4326}) == (720, 360)
+    assert grid_cells({**world, "epsg": 4326}) == (720, 360)
     # Projected units are not degrees: no 180/90 limit there.
     metres = {"min_x": -2e6, "min_y": 1e6, "max_x": 3e6, "max_y": 4e6, "cell_size": 10_000}
     WORKFLOW.validate(request(grid={**metres, "epsg": 5070}))
     exactly = {"min_x": 0, "min_y": 0, "max_x": 600, "max_y": 500, "cell_size": 1, "epsg": 3857}
-    assert species_pam.grid_cells(exactly) == (600, 500)
+    assert grid_cells(exactly) == (600, 500)
     WORKFLOW.validate(request(grid=exactly))
     with pytest.raises(InvalidRequest, match="cells"):
         WORKFLOW.validate(request(grid={**exactly, "max_y": 500.5}))
@@ -216,8 +220,8 @@ def test_grid_limits_themselves_are_accepted():
 
 def test_grid_cells_count_a_partial_last_cell_as_build_grid_does():
     grid = {"min_x": 0, "min_y": 0, "max_x": 10.5, "max_y": 3, "cell_size": 1, "epsg": 4326}
-    assert species_pam.grid_cells(grid) == (11, 3)
-    assert species_pam.grid_cells({**grid, "max_x": 0.3, "cell_size": 0.1}) == (3, 30)
+    assert grid_cells(grid) == (11, 3)
+    assert grid_cells({**grid, "max_x": 0.3, "cell_size": 0.1}) == (3, 30)
 
 
 def test_with_defaults_fills_only_what_is_missing():
@@ -233,17 +237,17 @@ def test_with_defaults_fills_only_what_is_missing():
 
 @pytest.mark.parametrize("name", ODD_NAMES)
 def test_a_species_key_is_safe_and_gives_back_the_exact_name(name):
-    key = species_pam.species_key(name)
+    key = species_key(name)
     assert set(key) <= SAFE_KEY
-    assert species_pam.species_name(key) == name
+    assert species_name(key) == name
     check_path(f"work/split/{key}.csv")
 
 
 def test_keys_keep_plain_names_readable_and_distinct():
-    assert species_pam.species_key("Heuchera americana") == "Heuchera_americana"
-    assert species_pam.species_key("Heuchera_americana") == "Heuchera-5famericana"
-    assert species_pam.species_key("é") == "-c3-a9"
-    keys = [species_pam.species_key(n) for n in ODD_NAMES]
+    assert species_key("Heuchera americana") == "Heuchera_americana"
+    assert species_key("Heuchera_americana") == "Heuchera-5famericana"
+    assert species_key("é") == "-c3-a9"
+    keys = [species_key(n) for n in ODD_NAMES]
     assert len(set(keys)) == len(keys)
 
 
@@ -252,7 +256,7 @@ def test_keys_keep_plain_names_readable_and_distinct():
 )
 def test_only_keys_in_the_one_canonical_spelling_are_accepted(key):
     with pytest.raises(ValueError, match="not a species key"):
-        species_pam.species_name(key)
+        species_name(key)
 
 
 def test_the_gathering_script_and_the_planner_use_the_same_key():
@@ -261,7 +265,7 @@ def test_the_gathering_script_and_the_planner_use_the_same_key():
     namespace: dict = {}
     exec(compile(ast.Module([function], []), "prepare_occurrences.py", "exec"), namespace)  # noqa: S102
     for name in [*ODD_NAMES, "x" * 300, "ǅ", "\u212a"]:
-        assert namespace["species_key"](name) == species_pam.species_key(name)
+        assert namespace["species_key"](name) == species_key(name)
 
 
 # Arguments -----------------------------------------------------------------------------------
@@ -281,7 +285,7 @@ def test_the_gathering_script_and_the_planner_use_the_same_key():
     ],
 )
 def test_numbers_are_written_positionally_so_argparse_never_sees_an_option(value, text):
-    assert species_pam.number_arg(value) == text
+    assert number_arg(value) == text
     assert float(text) == value
 
 
@@ -487,7 +491,7 @@ def test_odd_species_names_stay_exact_labels_and_never_reach_a_command():
     ]
     assert sorted(name for _, name in layers) == sorted(ODD_NAMES)
     for path, name in layers:
-        assert path == f"outputs/models/{species_pam.species_key(name)}.tif"
+        assert path == f"outputs/models/{species_key(name)}.tif"
     manifest = json.loads(stage.files["outputs/species.json"])
     assert sorted(manifest.values()) == sorted(ODD_NAMES)
     assert all(set(key) <= SAFE_KEY for key in manifest)
@@ -872,7 +876,7 @@ def test_the_gathering_script_keeps_names_drops_bad_points_and_sorts_by_species(
     # One block per species, in key order: lmpy's per-species wranglers need consecutive rows.
     blocks = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
     assert blocks == sorted(set(keys))
-    assert {species_pam.species_name(k) for k in keys} == set(report["species"])
+    assert {species_name(k) for k in keys} == set(report["species"])
 
 
 @pytest.mark.parametrize(
