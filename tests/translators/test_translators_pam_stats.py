@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from rendered import rules_by_id, steps
+from support import rules_by_id, steps
 
 import translators
 from translators import InvalidRequest

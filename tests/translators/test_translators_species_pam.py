@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import os
-import posixpath
-import shlex
 import shutil
 import subprocess
 import sys
@@ -15,8 +13,18 @@ import zipfile
 
 import pytest
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from rendered import assert_makeflow_accepts, rules_by_id, steps
+from support import (
+    assert_makeflow_accepts,
+    assert_refused_while_twin_passes,
+    bounded,
+    check_closed_dag,
+    drop_at,
+    request_validator,
+    rules_by_id,
+    set_at,
+    set_param,
+    steps,
+)
 
 from translators import InvalidRequest
 from translators.base import canonical_json
@@ -81,18 +89,12 @@ def plan_pam(names, staged=STAGED, **params):
 # Schema and grid checks ----------------------------------------------------------------------
 
 
-def validator():
-    schema = WORKFLOW.request_schema()
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-
-
 def test_the_example_is_a_valid_complete_request():
     example = WORKFLOW.example
     assert example["workflow"] == "species-pam"
     assert set(example["params"]) == set(WORKFLOW.params_schema["properties"])
     assert set(example["inputs"]) == set(WORKFLOW.dataset_inputs)
-    validator().validate(example)
+    request_validator(WORKFLOW).validate(example)
     WORKFLOW.validate(example)
     assert WORKFLOW.plan(example, STAGED, []).name == "split"
 
@@ -106,7 +108,7 @@ def test_params_schema_documents_and_bounds_every_property():
         if name != "grid":
             Draft202012Validator(prop).validate(prop["default"])
     for name, prop in schema["properties"]["grid"]["properties"].items():
-        assert prop.get("description"), name
+        bounded(name, prop)
         assert {"minimum", "exclusiveMinimum"} & set(prop), name
         assert {"maximum", "exclusiveMaximum"} & set(prop), name
     assert "min_x < max_x" in schema["properties"]["grid"]["description"]
@@ -123,32 +125,13 @@ def test_inputs_are_many_occurrence_csvs_and_one_ecoregions_raster():
 
 
 def _grid(**changes):
-    def change(req):
-        req["params"]["grid"].update(changes)
-
-    return change
-
-
-def _param(name, value):
-    def change(req):
-        req["params"][name] = value
-
-    return change
-
-
-def _drop(*path):
-    def change(req):
-        target = req
-        for key in path[:-1]:
-            target = target[key]
-        del target[path[-1]]
-
-    return change
+    ((field, value),) = changes.items()
+    return set_at(("params", "grid", field), value)
 
 
 SCHEMA_BAD = {
-    "no grid": _drop("params", "grid"),
-    "grid edge missing": _drop("params", "grid", "max_y"),
+    "no grid": drop_at(("params", "grid")),
+    "grid edge missing": drop_at(("params", "grid", "max_y")),
     "grid extra key": _grid(rotation=0),
     "cell size zero": _grid(cell_size=0),
     "cell size negative": _grid(cell_size=-1),
@@ -156,17 +139,17 @@ SCHEMA_BAD = {
     "edge beyond any projection": _grid(max_x=1e9),
     "epsg not integer": _grid(epsg=4326.5),
     "epsg out of range": _grid(epsg=1),
-    "min_points zero": _param("min_points", 0),
-    "min_points fractional": _param("min_points", 2.5),
-    "min_coverage above 100": _param("min_coverage", 100.5),
-    "min_coverage negative": _param("min_coverage", -1),
-    "empty column name": _param("species_column", ""),
-    "long column name": _param("x_column", "x" * 201),
-    "unknown param": _param("seed", 1),
+    "min_points zero": set_param("min_points", 0),
+    "min_points fractional": set_param("min_points", 2.5),
+    "min_coverage above 100": set_param("min_coverage", 100.5),
+    "min_coverage negative": set_param("min_coverage", -1),
+    "empty column name": set_param("species_column", ""),
+    "long column name": set_param("x_column", "x" * 201),
+    "unknown param": set_param("seed", 1),
     "occurrences not a list": lambda req: req["inputs"].update(occurrences=OCCURRENCES[0]),
     "occurrences empty": lambda req: req["inputs"].update(occurrences=[]),
     "occurrences repeated": lambda req: req["inputs"].update(occurrences=[ECOREGIONS] * 2),
-    "no ecoregions": _drop("inputs", "ecoregions"),
+    "no ecoregions": drop_at(("inputs", "ecoregions")),
 }
 CROSS_BAD = {
     "min_x equal to max_x": (_grid(min_x=-60), "min_x (-60) must be less than max_x (-60)"),
@@ -180,14 +163,7 @@ CROSS_BAD = {
 
 @pytest.mark.parametrize("label", list(SCHEMA_BAD))
 def test_a_request_breaking_the_schema_fails_while_its_twin_passes(label):
-    req = copy.deepcopy(WORKFLOW.example)
-    validator().validate(req)
-    WORKFLOW.validate(req)
-    SCHEMA_BAD[label](req)
-    with pytest.raises(ValidationError):
-        validator().validate(req)
-    with pytest.raises(InvalidRequest):
-        WORKFLOW.validate(req)
+    assert_refused_while_twin_passes(WORKFLOW, SCHEMA_BAD[label])
 
 
 @pytest.mark.parametrize("label", list(CROSS_BAD))
@@ -564,27 +540,6 @@ def test_unexpected_split_products_are_refused():
 # Closed DAGs ---------------------------------------------------------------------------------
 
 
-def check_stage(stage, sources):
-    made = set()
-    for rule in stage.makeflow["rules"]:
-        for path in rule["inputs"] + rule["outputs"]:
-            check_path(path)
-        for token in shlex.split(rule["command"]):
-            assert not token.startswith("/"), (token, rule["command"])
-            assert ".." not in token.split("/"), (token, rule["command"])
-        missing = [p for p in rule["inputs"] if p not in sources and p not in made]
-        assert not missing, f"inputs made by no earlier rule: {missing}"
-        for path in rule["outputs"]:
-            assert path not in made and path not in sources, f"{path} written twice"
-            assert path.split("/")[0] in ("work", "outputs", "logs"), path
-            made.add(path)
-        assert rule["category"] in stage.makeflow["categories"]
-    for path in stage.files:
-        assert posixpath.normpath(path) == path
-        assert path.startswith(("work/config/", "outputs/"))
-    return made
-
-
 @pytest.mark.parametrize(
     "names", [["Heuchera americana"], ODD_NAMES, [f"S {i}" for i in range(150)]]
 )
@@ -594,7 +549,7 @@ def test_both_stages_are_closed_dags_of_relative_paths(names):
         "ecoregions": "inputs/ecoregions.tif",
     }
     split = plan_split(staged)
-    made = check_stage(split, {*staged["occurrences"], staged["ecoregions"], *split.files})
+    made = check_closed_dag(split, {*staged["occurrences"], staged["ecoregions"], *split.files})
     assert "work/split" in made
     pam = plan_pam(names, staged)
     sources = {
@@ -603,7 +558,7 @@ def test_both_stages_are_closed_dags_of_relative_paths(names):
         *pam.files,
         *produced_split(names)["split"],
     }
-    made = check_stage(pam, sources)
+    made = check_closed_dag(pam, sources)
     assert {"outputs/pam.lmm", "outputs/site_stats.lmm", "outputs/richness.png"} <= made
     assert not set(split.files) & set(pam.files)
 
