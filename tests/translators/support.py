@@ -1,9 +1,12 @@
 """Shared by the translator tests: rules read back, the closed-DAG check, request mutators."""
 
 import copy
+import io
+import json
 import posixpath
 import shlex
 import subprocess
+import zipfile
 from collections.abc import Iterable
 
 import pytest
@@ -156,3 +159,15 @@ def drop_at(path: tuple):
 def set_param(name: str, value):
     """Set one parameter."""
     return set_at(("params", name), value)
+
+
+def write_lmm(path, data, rows, columns):
+    """An lmpy matrix file, as Matrix.save writes it."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, np.asarray(data, dtype=float))
+    with zipfile.ZipFile(path, "w") as archive:
+        headers = {"headers": {"0": rows, "1": columns}, "metadata": {}, "version": "1.0"}
+        archive.writestr("headers.json", json.dumps(headers))
+        archive.writestr("data.npz", buffer.getvalue())

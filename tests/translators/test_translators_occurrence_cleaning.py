@@ -22,6 +22,7 @@ from support import (
 from translators import InvalidRequest
 from translators.base import canonical_json
 from translators.makeflow import check_path
+from translators.occurrence_cleaning.scripts import occurrences
 from translators.occurrence_cleaning.workflow import (
     HELPER_SCRIPT,
     MAX_CLEAN_RULES,
@@ -433,9 +434,8 @@ def test_an_empty_bounding_box_is_refused_when_planning():
 
 @pytest.fixture(scope="module")
 def helper():
-    namespace = {"__name__": "occurrences_helper"}
-    exec(compile(HELPER_SCRIPT, "occurrences.py", "exec"), namespace)  # noqa: S102
-    return namespace
+    """The helper's functions, imported from its module in the workflow package."""
+    return vars(occurrences)
 
 
 def test_slugs_are_safe_unique_paths_even_for_odd_names(helper, tmp_path):
