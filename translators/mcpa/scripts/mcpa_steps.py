@@ -1,4 +1,4 @@
-"""MCPA steps that lmpy 3.1.21's tools get wrong or lack (lmweb translators/mcpa.py)."""
+"""MCPA steps that lmpy 3.1.21's tools get wrong or lack (lmweb translators/mcpa/)."""
 
 import argparse
 import json
