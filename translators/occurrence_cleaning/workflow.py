@@ -36,6 +36,7 @@ import re
 from collections.abc import Mapping
 
 from translators.base import InputSpec, InvalidRequest, Stage, Workflow, canonical_json
+from translators.common.chunks import groups
 from translators.common.lmpy import PYTHON
 from translators.common.scripts import script_text
 from translators.makeflow import Category, Rule, render_makeflow
@@ -280,8 +281,7 @@ class OccurrenceCleaning(Workflow):
         }
         per_rule = math.ceil(len(slugs) / MAX_CLEAN_RULES)
         rules, cleaned, reports = [], [], []
-        for number, start in enumerate(range(0, len(slugs), per_rule), start=1):
-            group = slugs[start : start + per_rule]
+        for number, group in enumerate(groups(slugs, per_rule), start=1):
             commands = []
             for slug in group:
                 source = f"{SPLIT_DIR}/{slug}.csv"
