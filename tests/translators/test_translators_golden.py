@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from rendered import assert_makeflow_accepts
+from support import assert_makeflow_accepts
 
 import translators
 from translators.base import canonical_json

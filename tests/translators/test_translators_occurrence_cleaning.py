@@ -3,20 +3,27 @@
 import copy
 import json
 import posixpath
-import shlex
 import shutil
 import subprocess
 import sys
 
 import pytest
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from rendered import assert_makeflow_accepts, rules_by_id, steps
+from support import (
+    assert_makeflow_accepts,
+    assert_refused_while_twin_passes,
+    check_closed_dag,
+    drop_at,
+    request_validator,
+    rules_by_id,
+    set_param,
+    steps,
+)
 
 from translators import InvalidRequest
 from translators.base import canonical_json
-from translators.makeflow import MAX_COMMAND_CHARS, check_path
-from translators.occurrence_cleaning import (
+from translators.makeflow import check_path
+from translators.occurrence_cleaning.scripts import occurrences
+from translators.occurrence_cleaning.workflow import (
     HELPER_SCRIPT,
     MAX_CLEAN_RULES,
     MAX_SPECIES,
@@ -65,24 +72,6 @@ def split_products(*slugs):
     return sorted([*SPLIT_LOGS, "work/split.json", *(f"work/split/{s}.csv" for s in slugs)])
 
 
-def check_closed(stage, sources):
-    """Every input comes from `sources` or an earlier rule; paths are relative and unique."""
-    available, made = set(sources) | set(stage.files), set()
-    for rule in stage.makeflow["rules"]:
-        missing = [p for p in rule["inputs"] if p not in available and p not in made]
-        assert not missing, missing
-        for path in rule["inputs"] + rule["outputs"]:
-            assert check_path(path) == path
-        for path in rule["outputs"]:
-            assert path not in made and path not in available, path
-            assert path.split("/")[0] in ("work", "outputs", "logs"), path
-            made.add(path)
-        for token in shlex.split(rule["command"]):
-            assert not token.startswith("/") and ".." not in token.split("/"), token
-        assert len(rule["command"]) < MAX_COMMAND_CHARS
-    return made
-
-
 EXAMPLE_STAGED = {"occurrences": [CSV, DWCA], "name_map": NAME_MAP}
 GOLDEN = {
     "csv-defaults-split": ({"occurrences": [CSV]}, [], None, {}),
@@ -119,7 +108,7 @@ def test_each_golden_case_is_a_closed_dag_that_delivers_outputs(name):
         *([staged["name_map"]] if "name_map" in staged else []),
         *(produced or {}).get("split", []),
     ]
-    made = check_closed(stage, sources)
+    made = check_closed_dag(stage, sources)
     assert any(path.startswith("outputs/") for path in made) == (stage.name == "clean")
     again = plan(staged, done, produced, **params)
     assert again.dumps() == stage.dumps() and again.files == stage.files
@@ -256,7 +245,7 @@ def test_the_largest_split_plans_a_closed_dag():
     slugs = [f"Species_{n:05d}" for n in range(MAX_SPECIES)]
     produced = {"split": split_products(*slugs)}
     stage = plan({"occurrences": [CSV]}, ["split"], produced)
-    check_closed(stage, produced["split"])
+    check_closed_dag(stage, produced["split"])
 
 
 @pytest.mark.parametrize(
@@ -323,15 +312,9 @@ def test_bad_staged_inputs_are_refused(staged, problem):
 # --- the request schema ---------------------------------------------------------------------
 
 
-def validator():
-    schema = WORKFLOW.request_schema()
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-
-
 def test_the_example_is_a_valid_complete_request():
     example = WORKFLOW.example
-    validator().validate(example)
+    request_validator(WORKFLOW).validate(example)
     WORKFLOW.validate(example)
     assert set(example["params"]) == set(WORKFLOW.params_schema["properties"])
     assert set(example["inputs"]) == set(WORKFLOW.dataset_inputs)
@@ -352,20 +335,6 @@ def test_defaults_fill_columns_wranglers_and_heatmap():
 def _wranglers(*items):
     def change(request):
         request["params"]["wranglers"] = list(items)
-
-    return change
-
-
-def _param(key, value):
-    def change(request):
-        request["params"][key] = value
-
-    return change
-
-
-def _drop_input(key):
-    def change(request):
-        del request["inputs"][key]
 
     return change
 
@@ -405,18 +374,18 @@ BAD = {
     "unmapped unknown": _wranglers({"type": "accepted_names", "unmapped": "resolve"}),
     "two accepted names": _wranglers({"type": "accepted_names"}, {"type": "accepted_names"}),
     "accepted names without a map": lambda r: (
-        _drop_input("name_map")(r),
+        drop_at(("inputs", "name_map"))(r),
         _wranglers({"type": "accepted_names"})(r),
     ),
     "a map without accepted names": _wranglers(BOX),
     "more than 20 wranglers": _wranglers({"type": "accepted_names"}, *[BOX] * 20),
-    "column too long": _param("species_column", "s" * 65),
-    "column empty": _param("x_column", ""),
-    "column with a newline": _param("y_column", "y\nz"),
-    "column with outer spaces": _param("y_column", " y "),
-    "heatmap cells too few": _param("heatmap_cells", 9),
-    "heatmap cells too many": _param("heatmap_cells", 1001),
-    "unknown param": _param("wrangler_config", "/tmp/w.json"),
+    "column too long": set_param("species_column", "s" * 65),
+    "column empty": set_param("x_column", ""),
+    "column with a newline": set_param("y_column", "y\nz"),
+    "column with outer spaces": set_param("y_column", " y "),
+    "heatmap cells too few": set_param("heatmap_cells", 9),
+    "heatmap cells too many": set_param("heatmap_cells", 1001),
+    "unknown param": set_param("wrangler_config", "/tmp/w.json"),
     "occurrences not a list": lambda r: r["inputs"].update(occurrences=CSV_ID),
     "occurrences empty": lambda r: r["inputs"].update(occurrences=[]),
     "occurrences repeated": lambda r: r["inputs"].update(occurrences=[CSV_ID, CSV_ID]),
@@ -425,14 +394,7 @@ BAD = {
 
 @pytest.mark.parametrize("label", list(BAD))
 def test_a_bad_request_fails_while_its_unchanged_twin_passes(label):
-    twin = copy.deepcopy(WORKFLOW.example)
-    validator().validate(twin)
-    WORKFLOW.validate(twin)
-    BAD[label](twin)
-    with pytest.raises(ValidationError):
-        validator().validate(twin)
-    with pytest.raises(InvalidRequest):
-        WORKFLOW.validate(twin)
+    assert_refused_while_twin_passes(WORKFLOW, BAD[label])
 
 
 def test_every_wrangler_type_is_accepted_at_its_limits():
@@ -449,20 +411,20 @@ def test_every_wrangler_type_is_accepted_at_its_limits():
     ]
     request["params"]["heatmap_cells"] = 1000
     request["params"]["species_column"] = "dwc:scientific Name"
-    validator().validate(request)
+    request_validator(WORKFLOW).validate(request)
     WORKFLOW.validate(request)
 
 
 def test_a_request_without_a_name_map_or_wranglers_is_valid():
     request = {"workflow": WORKFLOW.name, "inputs": {"occurrences": [CSV_ID]}}
-    validator().validate(request)
+    request_validator(WORKFLOW).validate(request)
     WORKFLOW.validate(request)
 
 
 def test_an_empty_bounding_box_is_refused_when_planning():
     request = copy.deepcopy(WORKFLOW.example)
     request["params"]["wranglers"][1]["min_x"] = request["params"]["wranglers"][1]["max_x"]
-    validator().validate(request)  # JSON Schema cannot compare two fields
+    request_validator(WORKFLOW).validate(request)  # JSON Schema cannot compare two fields
     with pytest.raises(InvalidRequest, match="wranglers/1: min_x must be below max_x"):
         WORKFLOW.validate(request)
 
@@ -472,9 +434,8 @@ def test_an_empty_bounding_box_is_refused_when_planning():
 
 @pytest.fixture(scope="module")
 def helper():
-    namespace = {"__name__": "occurrences_helper"}
-    exec(compile(HELPER_SCRIPT, "occurrences.py", "exec"), namespace)  # noqa: S102
-    return namespace
+    """The helper's functions, imported from its module in the workflow package."""
+    return vars(occurrences)
 
 
 def test_slugs_are_safe_unique_paths_even_for_odd_names(helper, tmp_path):

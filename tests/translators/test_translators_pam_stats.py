@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from rendered import rules_by_id, steps
+from support import rules_by_id, steps
 
 import translators
-from translators import InvalidRequest, pam_stats
+from translators import InvalidRequest
+from translators.common.chunks import near_equal_sizes
+from translators.pam_stats import workflow as pam_stats
 
 PAM = "00000000-0000-0000-0000-000000000001"
 TREE = "00000000-0000-0000-0000-000000000002"
@@ -50,7 +52,7 @@ def test_zero_randomizations_compute_observed_statistics_only():
 )
 def test_randomizations_are_split_into_near_equal_chunks(total, sizes):
     assert pam_stats.RANDOMIZATIONS_PER_RULE == 50
-    assert pam_stats._chunks(total, 50) == sizes
+    assert near_equal_sizes(total, 50) == sizes
     stage = plan({"pam": "inputs/pam.lmm"}, randomizations=total)
     rules = rules_by_id(stage)
     chunk_ids = [r for r in rules if r.startswith("rand-")]

@@ -5,7 +5,7 @@ import shlex
 import pytest
 
 import translators
-from translators import selftest
+from translators.selftest import workflow as selftest
 
 
 def plan(**params):

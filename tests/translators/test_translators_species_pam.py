@@ -1,26 +1,37 @@
 """species-pam: schema and grid checks, species keys, both stages, quoting, scripts, golden."""
 
-import ast
 import copy
 import csv
-import io
 import json
 import os
-import posixpath
-import shlex
 import shutil
 import subprocess
 import sys
-import zipfile
 
 import pytest
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from rendered import assert_makeflow_accepts, rules_by_id, steps
+from support import (
+    assert_makeflow_accepts,
+    assert_refused_while_twin_passes,
+    bounded,
+    check_closed_dag,
+    drop_at,
+    request_validator,
+    rules_by_id,
+    set_at,
+    set_param,
+    steps,
+    write_lmm,
+)
 
-from translators import InvalidRequest, species_pam
+from translators import InvalidRequest
 from translators.base import canonical_json
+from translators.common.args import number_arg
+from translators.common.grid import grid_cells
+from translators.common.species_names import species_key, species_name
 from translators.makeflow import MAX_COMMAND_CHARS, check_path
+from translators.species_pam import workflow as species_pam
+from translators.species_pam.scripts import prepare_occurrences
 
 WORKFLOW = species_pam.WORKFLOW
 OCCURRENCES = ["00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000003"]
@@ -54,7 +65,7 @@ def request(**params):
 
 
 def produced_split(names):
-    files = [f"work/split/{species_pam.species_key(n)}.csv" for n in names]
+    files = [f"work/split/{species_key(n)}.csv" for n in names]
     return {
         "split": sorted(
             [*files, "logs/split.stderr", "logs/split.stdout", "outputs/occurrence_report.json"]
@@ -77,18 +88,12 @@ def plan_pam(names, staged=STAGED, **params):
 # Schema and grid checks ----------------------------------------------------------------------
 
 
-def validator():
-    schema = WORKFLOW.request_schema()
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-
-
 def test_the_example_is_a_valid_complete_request():
     example = WORKFLOW.example
     assert example["workflow"] == "species-pam"
     assert set(example["params"]) == set(WORKFLOW.params_schema["properties"])
     assert set(example["inputs"]) == set(WORKFLOW.dataset_inputs)
-    validator().validate(example)
+    request_validator(WORKFLOW).validate(example)
     WORKFLOW.validate(example)
     assert WORKFLOW.plan(example, STAGED, []).name == "split"
 
@@ -102,7 +107,7 @@ def test_params_schema_documents_and_bounds_every_property():
         if name != "grid":
             Draft202012Validator(prop).validate(prop["default"])
     for name, prop in schema["properties"]["grid"]["properties"].items():
-        assert prop.get("description"), name
+        bounded(name, prop)
         assert {"minimum", "exclusiveMinimum"} & set(prop), name
         assert {"maximum", "exclusiveMaximum"} & set(prop), name
     assert "min_x < max_x" in schema["properties"]["grid"]["description"]
@@ -119,32 +124,13 @@ def test_inputs_are_many_occurrence_csvs_and_one_ecoregions_raster():
 
 
 def _grid(**changes):
-    def change(req):
-        req["params"]["grid"].update(changes)
-
-    return change
-
-
-def _param(name, value):
-    def change(req):
-        req["params"][name] = value
-
-    return change
-
-
-def _drop(*path):
-    def change(req):
-        target = req
-        for key in path[:-1]:
-            target = target[key]
-        del target[path[-1]]
-
-    return change
+    ((field, value),) = changes.items()
+    return set_at(("params", "grid", field), value)
 
 
 SCHEMA_BAD = {
-    "no grid": _drop("params", "grid"),
-    "grid edge missing": _drop("params", "grid", "max_y"),
+    "no grid": drop_at(("params", "grid")),
+    "grid edge missing": drop_at(("params", "grid", "max_y")),
     "grid extra key": _grid(rotation=0),
     "cell size zero": _grid(cell_size=0),
     "cell size negative": _grid(cell_size=-1),
@@ -152,17 +138,17 @@ SCHEMA_BAD = {
     "edge beyond any projection": _grid(max_x=1e9),
     "epsg not integer": _grid(epsg=4326.5),
     "epsg out of range": _grid(epsg=1),
-    "min_points zero": _param("min_points", 0),
-    "min_points fractional": _param("min_points", 2.5),
-    "min_coverage above 100": _param("min_coverage", 100.5),
-    "min_coverage negative": _param("min_coverage", -1),
-    "empty column name": _param("species_column", ""),
-    "long column name": _param("x_column", "x" * 201),
-    "unknown param": _param("seed", 1),
+    "min_points zero": set_param("min_points", 0),
+    "min_points fractional": set_param("min_points", 2.5),
+    "min_coverage above 100": set_param("min_coverage", 100.5),
+    "min_coverage negative": set_param("min_coverage", -1),
+    "empty column name": set_param("species_column", ""),
+    "long column name": set_param("x_column", "x" * 201),
+    "unknown param": set_param("seed", 1),
     "occurrences not a list": lambda req: req["inputs"].update(occurrences=OCCURRENCES[0]),
     "occurrences empty": lambda req: req["inputs"].update(occurrences=[]),
     "occurrences repeated": lambda req: req["inputs"].update(occurrences=[ECOREGIONS] * 2),
-    "no ecoregions": _drop("inputs", "ecoregions"),
+    "no ecoregions": drop_at(("inputs", "ecoregions")),
 }
 CROSS_BAD = {
     "min_x equal to max_x": (_grid(min_x=-60), "min_x (-60) must be less than max_x (-60)"),
@@ -176,14 +162,7 @@ CROSS_BAD = {
 
 @pytest.mark.parametrize("label", list(SCHEMA_BAD))
 def test_a_request_breaking_the_schema_fails_while_its_twin_passes(label):
-    req = copy.deepcopy(WORKFLOW.example)
-    validator().validate(req)
-    WORKFLOW.validate(req)
-    SCHEMA_BAD[label](req)
-    with pytest.raises(ValidationError):
-        validator().validate(req)
-    with pytest.raises(InvalidRequest):
-        WORKFLOW.validate(req)
+    assert_refused_while_twin_passes(WORKFLOW, SCHEMA_BAD[label])
 
 
 @pytest.mark.parametrize("label", list(CROSS_BAD))
@@ -203,12 +182,12 @@ def test_a_bad_grid_is_refused_naming_the_field_while_its_twin_passes(label):
 def test_grid_limits_themselves_are_accepted():
     world = {"min_x": -180, "min_y": -90, "max_x": 180, "max_y": 90, "cell_size": 0.5}
     WORKFLOW.validate(request(grid={**world, "epsg": 4326}))
-    assert species_pam.grid_cells({**world, "epsg": 4326}) == (720, 360)
+    assert grid_cells({**world, "epsg": 4326}) == (720, 360)
     # Projected units are not degrees: no 180/90 limit there.
     metres = {"min_x": -2e6, "min_y": 1e6, "max_x": 3e6, "max_y": 4e6, "cell_size": 10_000}
     WORKFLOW.validate(request(grid={**metres, "epsg": 5070}))
     exactly = {"min_x": 0, "min_y": 0, "max_x": 600, "max_y": 500, "cell_size": 1, "epsg": 3857}
-    assert species_pam.grid_cells(exactly) == (600, 500)
+    assert grid_cells(exactly) == (600, 500)
     WORKFLOW.validate(request(grid=exactly))
     with pytest.raises(InvalidRequest, match="cells"):
         WORKFLOW.validate(request(grid={**exactly, "max_y": 500.5}))
@@ -216,8 +195,8 @@ def test_grid_limits_themselves_are_accepted():
 
 def test_grid_cells_count_a_partial_last_cell_as_build_grid_does():
     grid = {"min_x": 0, "min_y": 0, "max_x": 10.5, "max_y": 3, "cell_size": 1, "epsg": 4326}
-    assert species_pam.grid_cells(grid) == (11, 3)
-    assert species_pam.grid_cells({**grid, "max_x": 0.3, "cell_size": 0.1}) == (3, 30)
+    assert grid_cells(grid) == (11, 3)
+    assert grid_cells({**grid, "max_x": 0.3, "cell_size": 0.1}) == (3, 30)
 
 
 def test_with_defaults_fills_only_what_is_missing():
@@ -233,17 +212,17 @@ def test_with_defaults_fills_only_what_is_missing():
 
 @pytest.mark.parametrize("name", ODD_NAMES)
 def test_a_species_key_is_safe_and_gives_back_the_exact_name(name):
-    key = species_pam.species_key(name)
+    key = species_key(name)
     assert set(key) <= SAFE_KEY
-    assert species_pam.species_name(key) == name
+    assert species_name(key) == name
     check_path(f"work/split/{key}.csv")
 
 
 def test_keys_keep_plain_names_readable_and_distinct():
-    assert species_pam.species_key("Heuchera americana") == "Heuchera_americana"
-    assert species_pam.species_key("Heuchera_americana") == "Heuchera-5famericana"
-    assert species_pam.species_key("é") == "-c3-a9"
-    keys = [species_pam.species_key(n) for n in ODD_NAMES]
+    assert species_key("Heuchera americana") == "Heuchera_americana"
+    assert species_key("Heuchera_americana") == "Heuchera-5famericana"
+    assert species_key("é") == "-c3-a9"
+    keys = [species_key(n) for n in ODD_NAMES]
     assert len(set(keys)) == len(keys)
 
 
@@ -252,16 +231,13 @@ def test_keys_keep_plain_names_readable_and_distinct():
 )
 def test_only_keys_in_the_one_canonical_spelling_are_accepted(key):
     with pytest.raises(ValueError, match="not a species key"):
-        species_pam.species_name(key)
+        species_name(key)
 
 
 def test_the_gathering_script_and_the_planner_use_the_same_key():
-    tree = ast.parse(species_pam.PREPARE_OCCURRENCES)
-    function = next(n for n in tree.body if getattr(n, "name", "") == "species_key")
-    namespace: dict = {}
-    exec(compile(ast.Module([function], []), "prepare_occurrences.py", "exec"), namespace)  # noqa: S102
+    # The script keeps its own copy: it runs isolated on workers, without this project.
     for name in [*ODD_NAMES, "x" * 300, "ǅ", "\u212a"]:
-        assert namespace["species_key"](name) == species_pam.species_key(name)
+        assert prepare_occurrences.species_key(name) == species_key(name)
 
 
 # Arguments -----------------------------------------------------------------------------------
@@ -281,7 +257,7 @@ def test_the_gathering_script_and_the_planner_use_the_same_key():
     ],
 )
 def test_numbers_are_written_positionally_so_argparse_never_sees_an_option(value, text):
-    assert species_pam.number_arg(value) == text
+    assert number_arg(value) == text
     assert float(text) == value
 
 
@@ -487,7 +463,7 @@ def test_odd_species_names_stay_exact_labels_and_never_reach_a_command():
     ]
     assert sorted(name for _, name in layers) == sorted(ODD_NAMES)
     for path, name in layers:
-        assert path == f"outputs/models/{species_pam.species_key(name)}.tif"
+        assert path == f"outputs/models/{species_key(name)}.tif"
     manifest = json.loads(stage.files["outputs/species.json"])
     assert sorted(manifest.values()) == sorted(ODD_NAMES)
     assert all(set(key) <= SAFE_KEY for key in manifest)
@@ -560,27 +536,6 @@ def test_unexpected_split_products_are_refused():
 # Closed DAGs ---------------------------------------------------------------------------------
 
 
-def check_stage(stage, sources):
-    made = set()
-    for rule in stage.makeflow["rules"]:
-        for path in rule["inputs"] + rule["outputs"]:
-            check_path(path)
-        for token in shlex.split(rule["command"]):
-            assert not token.startswith("/"), (token, rule["command"])
-            assert ".." not in token.split("/"), (token, rule["command"])
-        missing = [p for p in rule["inputs"] if p not in sources and p not in made]
-        assert not missing, f"inputs made by no earlier rule: {missing}"
-        for path in rule["outputs"]:
-            assert path not in made and path not in sources, f"{path} written twice"
-            assert path.split("/")[0] in ("work", "outputs", "logs"), path
-            made.add(path)
-        assert rule["category"] in stage.makeflow["categories"]
-    for path in stage.files:
-        assert posixpath.normpath(path) == path
-        assert path.startswith(("work/config/", "outputs/"))
-    return made
-
-
 @pytest.mark.parametrize(
     "names", [["Heuchera americana"], ODD_NAMES, [f"S {i}" for i in range(150)]]
 )
@@ -590,7 +545,7 @@ def test_both_stages_are_closed_dags_of_relative_paths(names):
         "ecoregions": "inputs/ecoregions.tif",
     }
     split = plan_split(staged)
-    made = check_stage(split, {*staged["occurrences"], staged["ecoregions"], *split.files})
+    made = check_closed_dag(split, {*staged["occurrences"], staged["ecoregions"], *split.files})
     assert "work/split" in made
     pam = plan_pam(names, staged)
     sources = {
@@ -599,7 +554,7 @@ def test_both_stages_are_closed_dags_of_relative_paths(names):
         *pam.files,
         *produced_split(names)["split"],
     }
-    made = check_stage(pam, sources)
+    made = check_closed_dag(pam, sources)
     assert {"outputs/pam.lmm", "outputs/site_stats.lmm", "outputs/richness.png"} <= made
     assert not set(split.files) & set(pam.files)
 
@@ -666,18 +621,6 @@ def test_every_species_pam_golden_file_belongs_to_a_case(golden_dir):
 
 
 # The scripts the stages write ----------------------------------------------------------------
-
-
-def write_lmm(path, data, rows, columns):
-    """An lmpy matrix file, as Matrix.save writes it."""
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, np.asarray(data, dtype=float))
-    with zipfile.ZipFile(path, "w") as archive:
-        headers = {"headers": {"0": rows, "1": columns}, "metadata": {}, "version": "1.0"}
-        archive.writestr("headers.json", json.dumps(headers))
-        archive.writestr("data.npz", buffer.getvalue())
 
 
 def run_script(tmp_path, source, *args):
@@ -872,7 +815,7 @@ def test_the_gathering_script_keeps_names_drops_bad_points_and_sorts_by_species(
     # One block per species, in key order: lmpy's per-species wranglers need consecutive rows.
     blocks = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
     assert blocks == sorted(set(keys))
-    assert {species_pam.species_name(k) for k in keys} == set(report["species"])
+    assert {species_name(k) for k in keys} == set(report["species"])
 
 
 @pytest.mark.parametrize(

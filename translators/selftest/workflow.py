@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from translators.base import SCHEMA_DIALECT, Stage, Workflow
+from translators.common.args import number_arg
+from translators.common.chunks import groups
 from translators.makeflow import Category, Command, Rule, render_makeflow
 
 STAGE = "main"
@@ -24,8 +26,8 @@ FAIL = Command(("sh", "-c", "echo 'selftest: this task fails on purpose' >&2; ex
 
 
 def _seconds_arg(seconds: float) -> str:
-    # Fixed-point text: `sleep` must never see an exponent such as 1e-05.
-    return f"{float(seconds):.3f}".rstrip("0").rstrip(".")
+    # Fixed-point text to the millisecond: `sleep` must never see an exponent such as 1e-05.
+    return number_arg(round(float(seconds), 3))
 
 
 class SelfTest(Workflow):
@@ -115,9 +117,8 @@ class SelfTest(Workflow):
             )
             parts.append(target)
         if len(parts) > GATHER_FANIN:
-            groups = [parts[i : i + GATHER_FANIN] for i in range(0, len(parts), GATHER_FANIN)]
-            parts = []
-            for number, group in enumerate(groups, start=1):
+            task_files, parts = parts, []
+            for number, group in enumerate(groups(task_files, GATHER_FANIN), start=1):
                 rule_id = f"gather-{number:03d}"
                 target = f"work/{rule_id}.txt"
                 rules.append(

@@ -21,24 +21,24 @@
 # - Start-up is ~0.6 s per tool on an idle host (1.5 s on the shared 2-core build box), and
 #   calculate_pam_stats takes one PAM per run: a chunk of 50 spent most of its time starting that
 #   tool (bench/, B8). A chunk therefore computes, stacks and subsets its PAMs' statistics in one
-#   process with the tools' own library calls (CHUNK_STATS below; a test holds its three stacks
+#   process with the tools' own library calls (scripts/chunk_stats.py; a test holds its three stacks
 #   equal to those of calculate_pam_stats, aggregate_matrices and wrangle_matrix run one by one).
 
 from __future__ import annotations
 
-import math
-
-from translators.base import SCHEMA_DIALECT, InputSpec, Stage, Workflow, canonical_json
+from translators.base import InputSpec, Stage, Workflow, canonical_json
+from translators.common.chunks import near_equal_sizes
+from translators.common.lmpy import PYTHON, TREE_SCHEMAS, csv_commands, csv_names
+from translators.common.p_values import p_values_command, significance_file
+from translators.common.scripts import script_text
 from translators.makeflow import Category, Rule, render_makeflow
+from translators.pam_stats.schema import PARAMS_SCHEMA
 
 STAGE = "main"
 # A chunk rule pays two fixed start-ups (randomize_pam, then chunk_stats.py for everything else:
 # ~3 s at the 1.5 s measured here) against 0.05 to 0.5 s per randomization, most of it the
 # statistics: 50 per rule keeps two rules per core busy for a typical 1,000; 10,000 make 200.
 RANDOMIZATIONS_PER_RULE = 50
-# Run with the interpreter found beside the lmpy tools on the worker's PATH.
-PYTHON = "python3"
-TREE_SCHEMAS = {"nex": "nexus", "tre": "newick"}
 
 CONFIG = "work/config"
 MATCH_PAM_CONFIG = f"{CONFIG}/match_pam.json"
@@ -80,98 +80,6 @@ CATEGORIES = {
     "p-values": Category(cores=1, memory=2048, disk=2048),
 }
 
-ANNOTATE_TREE = '''\
-"""Annotate each tip with squid = its label, as lmpy's calculate_pam_stats expects."""
-
-import sys
-
-import dendropy
-
-tree = dendropy.Tree.get(path=sys.argv[1], schema="nexus")
-for taxon in tree.taxon_namespace:
-    taxon.annotations.add_new("squid", taxon.label)
-tree.write(path=sys.argv[2], schema="nexus")
-'''
-
-# A chunk's statistics in one process, with the library calls of lmpy's own tools.
-CHUNK_STATS = '''\
-"""A pam-stats chunk in one process: what lmpy's tools do, without a start-up per PAM.
-
-Usage: chunk_stats.py [--tree_filename TREE] SITE_TESTED SPECIES_TESTED
-                      DIVERSITY_OUT SITE_STATS_OUT SPECIES_STATS_OUT PAM...
-
-For each PAM, as calculate_pam_stats: load the PAM and the tree, compute the diversity, site and
-species statistics. Then, as aggregate_matrices concatenate: stack the diversity matrices on axis
-1 and the others on axis 2; and as wrangle_matrix: keep the tested statistics of the last two
-(SITE_TESTED and SPECIES_TESTED are wrangler configurations).
-"""
-
-import json
-import sys
-
-from lmpy.data_wrangling.factory import WranglerFactory
-from lmpy.matrix import Matrix
-from lmpy.statistics.pam_stats import PamStats
-from lmpy.tools.wrangle_matrix import wrangle_matrix
-from lmpy.tree import TreeWrapper
-
-args = sys.argv[1:]
-tree_file = None
-if args[:1] == ["--tree_filename"]:
-    tree_file, args = args[1], args[2:]
-if len(args) < 6:
-    sys.exit(__doc__)
-site_tested, species_tested, diversity_out, site_out, species_out, *pams = args
-
-diversity, site_stats, species_stats = [], [], []
-for pam in pams:
-    tree = TreeWrapper.from_filename(tree_file) if tree_file else None
-    stats = PamStats(Matrix.load(pam), tree=tree)
-    diversity.append(stats.calculate_diversity_statistics())
-    site_stats.append(stats.calculate_site_statistics())
-    species_stats.append(stats.calculate_species_statistics())
-
-Matrix.concatenate(diversity, axis=1).write(diversity_out)
-for matrices, config, out in (
-    (site_stats, site_tested, site_out),
-    (species_stats, species_tested, species_out),
-):
-    with open(config) as handle:
-        wranglers = WranglerFactory(logger=None).get_wranglers(json.load(handle))
-    wrangled, _ = wrangle_matrix(Matrix.concatenate(matrices, axis=2), wranglers)
-    wrangled.write(out)
-'''
-
-
-def _chunks(total: int, size: int) -> list[int]:
-    """Split `total` into the fewest near-equal parts of at most `size`."""
-    if total <= 0:
-        return []
-    count = math.ceil(total / size)
-    base, extra = divmod(total, count)
-    return [base + 1 if i < extra else base for i in range(count)]
-
-
-# Shared with mcpa: how p-values are corrected and judged.
-P_VALUE_PARAMS = {
-    "p_value_method": {
-        "type": "string",
-        "enum": ["fdr", "bonferroni", "raw"],
-        "default": "fdr",
-        "description": (
-            "Multiple-testing correction for significance: fdr (Benjamini-Hochberg), "
-            "bonferroni, or raw (p <= alpha)."
-        ),
-    },
-    "alpha": {
-        "type": "number",
-        "exclusiveMinimum": 0,
-        "exclusiveMaximum": 1,
-        "default": 0.05,
-        "description": "Significance level (or false discovery rate for fdr).",
-    },
-}
-
 
 class PamStats(Workflow):
     name = "pam-stats"
@@ -187,21 +95,7 @@ class PamStats(Workflow):
         "(significant where <= alpha). With 0 randomizations only the observed statistics are "
         "computed. Results are lmpy matrices (.lmm), two-dimensional ones also as CSV."
     )
-    params_schema = {
-        "$schema": SCHEMA_DIALECT,
-        "type": "object",
-        "properties": {
-            "randomizations": {
-                "type": "integer",
-                "minimum": 0,
-                "maximum": 10000,
-                "default": 100,
-                "description": "Number of randomized PAMs for the null model; 0 skips testing.",
-            },
-            **P_VALUE_PARAMS,
-        },
-        "additionalProperties": False,
-    }
+    params_schema = PARAMS_SCHEMA
     dataset_inputs = {
         "pam": InputSpec(
             formats=("lmm", "csv"),
@@ -327,17 +221,17 @@ class PamStats(Workflow):
             Rule(
                 "stats-observed",
                 ["calculate_pam_stats", *tree_args, *_stat_args(observed), pam],
-                then=_csv_commands(observed["site_stats"], observed["species_stats"]),
+                then=csv_commands(observed["site_stats"], observed["species_stats"]),
                 inputs=[pam, *tree_inputs],
                 outputs=[
                     *observed.values(),
-                    *_csv_names(observed["site_stats"], observed["species_stats"]),
+                    *csv_names(observed["site_stats"], observed["species_stats"]),
                 ],
                 category="observed",
             )
         )
 
-        chunks = _chunks(params["randomizations"], RANDOMIZATIONS_PER_RULE)
+        chunks = near_equal_sizes(params["randomizations"], RANDOMIZATIONS_PER_RULE)
         if chunks:
             files[CHUNK_SCRIPT] = CHUNK_STATS
             for key in TESTED:
@@ -379,17 +273,6 @@ def _stat_args(paths: dict[str, str]) -> list[str]:
     return args
 
 
-def _csv_names(*lmm_paths: str) -> list[str]:
-    return [p.removesuffix(".lmm") + ".csv" for p in lmm_paths]
-
-
-def _csv_commands(*lmm_paths: str) -> list[list[str]]:
-    return [
-        ["convert_lmm_to_csv", lmm, csv]
-        for lmm, csv in zip(lmm_paths, _csv_names(*lmm_paths), strict=True)
-    ]
-
-
 def _chunk_rule(
     number: int, size: int, pam: str, tree_args: list[str], tree_inputs: list[str]
 ) -> Rule:
@@ -414,37 +297,26 @@ def _chunk_rule(
 
 
 def _p_values_rule(key: str, observed: str, stacks: list[str], params: dict) -> Rule:
-    method = params["p_value_method"]
     tested_observed = f"work/observed_{key}_tested.lmm"
     p_values = f"outputs/p_values_{key}.lmm"
-    if method == "bonferroni":
-        significance = f"outputs/p_values_{key}_bonferroni.lmm"
-    else:
-        significance = f"outputs/significant_{key}.lmm"
-    alpha = repr(float(params["alpha"]))
+    significance = significance_file(params, f"_{key}")
     return Rule(
         f"p-values-{key.replace('_', '-')}",
         ["wrangle_matrix", observed, TESTED_CONFIG[key], tested_observed],
         then=[
-            [
-                "calculate_p_values",
-                "-m",
-                method,
-                "--alpha",
-                alpha,
-                "-s",
-                significance,
-                p_values,
-                tested_observed,
-                *stacks,
-            ],
-            *_csv_commands(p_values, significance),
+            p_values_command(params, significance, p_values, tested_observed, stacks),
+            *csv_commands(p_values, significance),
         ],
         inputs=[observed, TESTED_CONFIG[key], *stacks],
-        outputs=[p_values, significance, *_csv_names(p_values, significance)],
+        outputs=[p_values, significance, *csv_names(p_values, significance)],
         scratch=[tested_observed],
         category="p-values",
     )
 
+
+# The worker scripts' text (translators/pam_stats/scripts/), written into the stage.
+ANNOTATE_TREE = script_text(__package__, "annotate_tree.py")
+# A chunk's statistics in one process, with the library calls of lmpy's own tools.
+CHUNK_STATS = script_text(__package__, "chunk_stats.py")
 
 WORKFLOW = PamStats()

@@ -1,0 +1,1 @@
+"""mcpa's worker scripts, shipped into its stages as text."""

@@ -1,0 +1,1 @@
+"""occurrence-cleaning's worker scripts, shipped into its stages as text."""

@@ -1,0 +1,333 @@
+"""Occurrence-cleaning helper run on workers: split, ensure-csv, gather."""
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import unicodedata
+
+SLUG_CHARS = 80
+
+
+def fail(message):
+    print(f"occurrence-cleaning: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def slug_of(name):
+    """An ASCII file name stem for a species name: letters, digits and '_'."""
+    text = unicodedata.normalize("NFKD", name.replace("\u00d7", "x"))
+    text = text.encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+    return text[:SLUG_CHARS].rstrip("_") or "species"
+
+
+class SpeciesFiles:
+    """Species name -> unique safe file; counts and bounds of the records written."""
+
+    def __init__(self, out_dir, max_species):
+        self.out_dir, self.max_species = out_dir, max_species
+        self.slugs, self.taken, self.stats = {}, set(), {}
+
+    def filename(self, name):
+        slug = self.slugs.get(name)
+        if slug is None:
+            if len(self.slugs) >= self.max_species:
+                fail(
+                    f"more than {self.max_species} species after the record wranglers; "
+                    "split the request (by taxon or region) into smaller ones"
+                )
+            base, number = slug_of(name), 1
+            slug = base
+            # Case-insensitive: the packaged deliverables may be unzipped on such a disk.
+            while slug.lower() in self.taken:
+                number += 1
+                slug = f"{base}-{number}"
+            self.slugs[name] = slug
+            self.taken.add(slug.lower())
+        return os.path.join(self.out_dir, slug + ".csv")
+
+    def count(self, points):
+        stats = self.stats.setdefault(
+            points[0].species_name, [0, math.inf, math.inf, -math.inf, -math.inf]
+        )
+        for point in points:
+            stats[0] += 1
+            stats[1], stats[2] = min(stats[1], point.x), min(stats[2], point.y)
+            stats[3], stats[4] = max(stats[3], point.x), max(stats[4], point.y)
+
+
+def load_name_map(path):
+    """Original name -> accepted name, from a JSON object or two-column CSV lines."""
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8-sig") as handle:
+            loaded = json.load(handle)
+        if not isinstance(loaded, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()
+        ):
+            fail("the JSON name map must be an object of original name -> accepted name")
+        pairs = list(loaded.items())
+    else:
+        pairs = []
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != 2:
+                    fail(f"name map line {number}: expected 'original name,accepted name'")
+                pairs.append((row[0], row[1]))
+    name_map = {}
+    for original, accepted in pairs:
+        original, accepted = original.strip(), accepted.strip()
+        if original and accepted:
+            # lmpy capitalizes every species name it reads ("Old name_A" -> "Old name_a"):
+            # keys must match the names as lmpy holds them.
+            name_map[original.capitalize()] = accepted
+    return name_map
+
+
+def excluding(attribute, values):
+    """Pass condition: no value of `attribute` (a list, or text split on ';') is in `values`."""
+    bad = set(values)
+
+    def passes(point):
+        value = point.get_attribute(attribute)
+        if value is None:
+            return True
+        items = value if isinstance(value, list) else str(value).split(";")
+        return not any(str(item).strip() in bad for item in items)
+
+    return passes
+
+
+def build_wranglers(configs):
+    from lmpy.data_wrangling.factory import WranglerFactory
+    from lmpy.data_wrangling.occurrence.attribute_filter_wrangler import AttributeFilterWrangler
+
+    factory, wranglers = WranglerFactory(), []
+    for config in configs:
+        kind = config["wrangler_type"]
+        if kind == "AttributeFilterWrangler":
+            # lmpy iterates the value itself: over the characters of a CSV text field.
+            values = config["filter_func"]["for-each"]["values"]
+            filter_func = excluding(config["attribute_name"], values)
+            wranglers.append(AttributeFilterWrangler(config["attribute_name"], filter_func))
+        elif kind == "AcceptedNameOccurrenceWrangler":
+            config = dict(config, name_map=load_name_map(config["name_map"]))
+            if config.pop("keep_unmapped", False):
+                config["name_resolver"] = lambda names: {name: name for name in names}
+            wranglers.extend(factory.get_wranglers([config]))
+        else:
+            wranglers.extend(factory.get_wranglers([config]))
+    return wranglers
+
+
+def open_reader(source):
+    from lmpy.point import PointCsvReader, PointDwcaReader
+
+    if source["format"] == "dwca":
+        probe = PointDwcaReader(source["path"])
+        probe.open()
+        terms = set(probe.fields)
+        probe.close()
+        if "decimalLongitude" not in terms and "geoPoint" in terms:
+            # iDigBio archives give coordinates only as geoPoint: {"lat": ..., "lon": ...}.
+            return PointDwcaReader(
+                source["path"], geopoint_term="geoPoint", x_term="lon", y_term="lat"
+            )
+        return PointDwcaReader(source["path"])
+
+    class CsvReader(PointCsvReader):
+        def open(self):
+            # lmpy sniffs the dialect from three lines: quotes doubled further down then
+            # split fields. Keep only the sniffed delimiter and read standard CSV quoting.
+            super().open()
+            delimiter = self.reader.reader.dialect.delimiter
+            self.file.seek(0)
+            self.reader = csv.DictReader(self.file, delimiter=delimiter)
+
+    return CsvReader(
+        source["path"],
+        source["species_column"],
+        source["x_column"],
+        source["y_column"],
+        encoding="utf-8-sig",
+    )
+
+
+def split(config_path):
+    """Group all records by species into one CSV each, after the record-level wranglers."""
+    from lmpy.data_preparation.occurrence_splitter import (
+        OccurrenceSplitter,
+        get_writer_key_from_fields_func,
+    )
+
+    class Splitter(OccurrenceSplitter):
+        def open_writer(self, writer_key):
+            # lmpy 3.1.21 names flush_writers without calling it: every file stays open.
+            if len(self.writers) >= self.max_writers:
+                self.flush_writers()
+            super().open_writer(writer_key)
+
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    out_dir = config["out_dir"]
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    files = SpeciesFiles(out_dir, config["max_species"])
+    wranglers = build_wranglers(config["wranglers"])
+    sources = []
+    with Splitter(get_writer_key_from_fields_func("species_name"), files.filename) as splitter:
+        for source in config["sources"]:
+            reader = open_reader(source)
+            read = kept = not_finite = 0
+            reader.open()
+            try:
+                for points in reader:
+                    read += len(points)
+                    for wrangler in wranglers:
+                        if points:
+                            points = wrangler.wrangle_points(points)
+                    # Wranglers change species_name, x and y, but lmpy writes the attributes.
+                    for point in points:
+                        point.attributes.update(
+                            species_name=point.species_name, x=point.x, y=point.y
+                        )
+                    finite = [p for p in points if math.isfinite(p.x) and math.isfinite(p.y)]
+                    not_finite += len(points) - len(finite)
+                    if finite:
+                        splitter.write_points(finite)
+                        files.count(finite)
+                        kept += len(finite)
+            except KeyError as exc:
+                fail(f"{source['path']} has no column {exc}")
+            reader.close()
+            sources.append(
+                {
+                    "input": source["path"],
+                    "format": source["format"],
+                    "records_read": read,
+                    "records_kept": kept,
+                    "records_without_finite_coordinates": not_finite,
+                }
+            )
+    if not files.slugs:
+        fail(
+            "no records left after reading the inputs and applying the record wranglers "
+            "(check the column names, the coordinates and the filters)"
+        )
+    species = []
+    for name, slug in files.slugs.items():
+        records, min_x, min_y, max_x, max_y = files.stats[name]
+        species.append(
+            {
+                "slug": slug,
+                "name": name,
+                "records": records,
+                "bounds": [min_x, min_y, max_x, max_y],
+            }
+        )
+    species.sort(key=lambda item: item["slug"])
+    reports = [{"name": w.name, **w.get_report()} for w in wranglers]
+    write_json(config["manifest"], {"species": species, "sources": sources, "wranglers": reports})
+
+
+def ensure_csv(source, target):
+    """lmpy writes no file when every record is filtered out: write the header alone."""
+    if os.path.exists(target):
+        return
+    with open(source, encoding="utf-8", newline="") as handle:
+        header = handle.readline()
+    with open(target, "w", encoding="utf-8", newline="") as handle:
+        handle.write(header)
+
+
+def gather(config_path):
+    """Manifest, species list, summary report and the heatmap's configuration."""
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    with open(config["split_manifest"], encoding="utf-8") as handle:
+        split_manifest = json.load(handle)
+    split_species = {item["slug"]: item for item in split_manifest["species"]}
+    manifest, kept, clean_records = {}, [], 0
+    for entry in config["species"]:
+        found = split_species.get(entry["slug"])
+        if found is None:
+            fail(f"species file {entry['slug']} is not in the split manifest")
+        with open(entry["report"], encoding="utf-8") as handle:
+            report = json.load(handle)
+        manifest[entry["slug"]] = {
+            "name": found["name"],
+            "file": os.path.relpath(entry["csv"], os.path.dirname(config["manifest"])),
+            "records_after_split": found["records"],
+            "records_after_cleaning": report["output_records"],
+        }
+        if report["output_records"] > 0:
+            kept.append((found, entry["csv"]))
+            clean_records += report["output_records"]
+    write_json(config["manifest"], manifest)
+    with open(config["species_list"], "w", encoding="utf-8") as handle:
+        names = sorted(found["name"] for found, _ in kept)
+        handle.writelines(" ".join(name.splitlines()) + "\n" for name in names)
+    write_json(
+        config["report"],
+        {
+            "sources": split_manifest["sources"],
+            "record_wranglers": split_manifest["wranglers"],
+            "species_wranglers": config["species_wranglers"],
+            "species_after_split": len(manifest),
+            "records_after_split": sum(item["records"] for item in split_species.values()),
+            "species_after_cleaning": len(kept),
+            "records_after_cleaning": clean_records,
+        },
+    )
+    fallback = config["species"][0]["csv"]
+    settings = config["heatmap"]
+    write_json(settings["config"], heatmap_config(settings, kept, clean_records, fallback))
+
+
+def heatmap_config(settings, kept, clean_records, fallback):
+    """create_point_heatmap arguments: the surviving records' extent in `cells` cells."""
+    cells = settings["cells"]
+    if kept:
+        bounds = [found["bounds"] for found, _ in kept]
+        min_x, min_y = min(b[0] for b in bounds), min(b[1] for b in bounds)
+        max_x, max_y = max(b[2] for b in bounds), max(b[3] for b in bounds)
+        span = max(max_x - min_x, max_y - min_y)
+        resolution = span / cells if span > 0 else 1.0
+        # One cell of margin keeps edge records off the frame.
+        extent = [min_x - resolution, min_y - resolution, max_x + resolution, max_y + resolution]
+        csvs = [[path, "species_name", "x", "y"] for _, path in kept]
+        title = f"{clean_records} records of {len(kept)} species after cleaning"
+    else:
+        # Nothing to map: an empty world map (the files hold headers only).
+        extent, resolution = [-180.0, -90.0, 180.0, 90.0], 360.0 / cells
+        csvs = [[fallback, "species_name", "x", "y"]]
+        title = "No records left after cleaning"
+    min_x, min_y, max_x, max_y = extent
+    return {
+        "csv": csvs,
+        "plot_filename": settings["image"],
+        "min_x": min_x,
+        "min_y": min_y,
+        "max_x": max_x,
+        "max_y": max_y,
+        "resolution": resolution,
+        "title": title,
+    }
+
+
+def write_json(path, value):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+if __name__ == "__main__":
+    commands = {"split": split, "ensure-csv": ensure_csv, "gather": gather}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        fail(f"usage: {sys.argv[0]} {{{','.join(commands)}}} ARGS...")
+    commands[sys.argv[1]](*sys.argv[2:])

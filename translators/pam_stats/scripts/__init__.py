@@ -1,0 +1,1 @@
+"""pam-stats's worker scripts, shipped into its stages as text."""

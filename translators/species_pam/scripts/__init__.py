@@ -1,0 +1,1 @@
+"""species-pam's worker scripts, shipped into its stages as text."""
