@@ -15,7 +15,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
-from jobs import runner
+from jobs.cctools import pool as direct
+from jobs.cctools import processes, projects, workers
 from jobs.models import Job, State
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,13 @@ class Command(BaseCommand):
         if not password.is_file():
             raise CommandError(f"no Work Queue password file at {password}")
         scratch = settings.LMWEB_SCRATCH_DIR
-        regex = runner.project_regex(settings.LMWEB_DEPLOYMENT)
+        regex = projects.project_regex(settings.LMWEB_DEPLOYMENT)
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
         factory = None
         if not no_factory:
-            factory = runner.start_factory(
+            factory = workers.start_factory(
                 catalog=settings.LMWEB_CATALOG,
                 project_regex=regex,
                 password_file=password,
@@ -85,10 +86,10 @@ class Command(BaseCommand):
             )
         pool = None
         if not no_direct:
-            pool = runner.DirectPool(
+            pool = direct.DirectPool(
                 catalog=settings.LMWEB_CATALOG,
                 project_regex=regex,
-                spec=runner.WorkerSpec(
+                spec=workers.WorkerSpec(
                     password_file=password,
                     scratch_dir=scratch / "direct",
                     cores=cores,
@@ -116,4 +117,4 @@ class Command(BaseCommand):
             if pool is not None:
                 pool.stop()
             if factory is not None:
-                runner.stop_process(factory, grace=5)
+                processes.stop_process(factory, grace=5)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import makeflowlog
-from jobs.makeflowlog import LogFollower, Progress, outcome, read_progress
+from jobs.cctools import log as makeflowlog
+from jobs.cctools.log import LogFollower, Progress, outcome, read_progress
 
 DATA = Path(__file__).parent / "data"
 DAG = "dag.json"

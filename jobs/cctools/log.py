@@ -19,7 +19,7 @@ TAIL_BYTES = 4096
 
 @dataclass(frozen=True)
 class LogPaths:
-    """Where the runner tells makeflow to write, for one DAG file in one job folder."""
+    """Where start_makeflow tells makeflow to write, for one DAG file in one job folder."""
 
     workdir: Path
     dag: str
