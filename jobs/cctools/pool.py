@@ -1,18 +1,27 @@
-"""Workers for a host: a direct pool of single-shot workers, pointed at each new manager."""
+"""Workers for a host: a direct pool of single-shot workers beside work_queue_factory.
+
+`python -m jobs.cctools.pool` runs them without Django (a worker host needs no database);
+`manage.py lmweb_workers` runs the same loop with the deployment's settings, and trusts only the
+managers the database knows as running jobs.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 
 from .catalog import MANAGER_TYPES, STALE_RECORD_SECONDS, number, query_catalog
-from .processes import stop_processes
+from .processes import stop_process, stop_processes
+from .projects import project_regex as deployment_regex
 from .projects import width_hint
-from .workers import WorkerSpec
+from .workers import WorkerSpec, start_factory
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +185,149 @@ class DirectPool:
     def stop(self, grace: float = 5.0) -> None:
         stop_processes([popen for popens in self.workers.values() for popen in popens], grace)
         self.workers = {}
+
+
+class PoolError(RuntimeError):
+    """The workers of a host cannot be supplied (no password file, the factory exited)."""
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)  # a supervisor's log, read while the pool runs
+
+
+def serve(
+    *,
+    catalog: str,
+    project_regex: str,
+    password_file: Path,
+    scratch_dir: Path,
+    max_workers: int,
+    cores: int,
+    idle_timeout: int,
+    interval: float = 0.25,
+    factory: bool = True,
+    direct: bool = True,
+    task_env: Mapping[str, str] | None = None,
+    trust: Callable[[], Collection[tuple[str, int]]] | None = None,
+    say: Callable[[str], None] = _say,
+) -> None:
+    """Supply workers to every manager matching `project_regex` until SIGTERM or SIGINT.
+
+    Two sources side by side: work_queue_factory (workers that find managers through the
+    catalog, the standard way, 20 s to 2 min late) and a DirectPool that reads the catalog
+    every `interval` seconds and points single-shot workers straight at each new manager
+    (under a second). `trust` is handed to the DirectPool; `task_env` to every worker's tasks.
+    """
+    if not Path(password_file).is_file():
+        raise PoolError(f"no Work Queue password file at {password_file}")
+    scratch_dir = Path(scratch_dir)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    env = dict(task_env or {})
+    factory_popen = None
+    if factory:
+        factory_popen = start_factory(
+            catalog=catalog,
+            project_regex=project_regex,
+            password_file=password_file,
+            min_workers=0,
+            max_workers=max_workers,
+            cores_per_worker=cores,
+            scratch_dir=scratch_dir / "factory",
+            idle_timeout=idle_timeout,
+            log_path=scratch_dir / "factory.log",
+            env=env,
+        )
+    pool = None
+    if direct:
+        pool = DirectPool(
+            catalog=catalog,
+            project_regex=project_regex,
+            spec=WorkerSpec(
+                password_file=password_file,
+                scratch_dir=scratch_dir / "direct",
+                cores=cores,
+                idle_timeout=idle_timeout,
+                env=tuple(env.items()),
+            ),
+            max_workers=max_workers,
+            trust=trust,
+        )
+    say(
+        f"workers: up to {max_workers} x {cores} core(s) for {project_regex} via "
+        f"{catalog} (factory {'on' if factory else 'off'}, "
+        f"direct pool {'on' if direct else 'off'})"
+    )
+    try:
+        while not stopping:
+            if pool is not None:
+                started = pool.step()
+                if started:
+                    say(f"workers: started {started} direct worker(s)")
+            if factory_popen is not None and factory_popen.poll() is not None:
+                raise PoolError(f"work_queue_factory exited with {factory_popen.returncode}")
+            time.sleep(interval)
+    finally:
+        if pool is not None:
+            pool.stop()
+        if factory_popen is not None:
+            stop_process(factory_popen, grace=5)
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Without Django: no database to tell running managers from forged catalog records, so
+    the direct pool serves every manager the catalog lists, as the factory's workers do (the
+    password still decides who gets a worker's tasks)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.cctools.pool", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--catalog", required=True, help="the catalog server, HOST:PORT")
+    parser.add_argument("--password-file", type=Path, required=True)
+    parser.add_argument("--scratch-dir", type=Path, required=True)
+    names = parser.add_mutually_exclusive_group()
+    names.add_argument("--deployment", default="local", help="serve lmweb-DEPLOYMENT-* projects")
+    names.add_argument("--project-regex", help="serve the projects this pattern matches")
+    parser.add_argument("--max-workers", type=int, default=1)
+    parser.add_argument("--cores", type=int, default=1)
+    parser.add_argument("--idle-timeout", type=int, default=120)
+    parser.add_argument("--interval", type=float, default=0.25)
+    parser.add_argument("--no-factory", action="store_true", help="direct pool only")
+    parser.add_argument("--no-direct", action="store_true", help="factory only")
+    parser.add_argument(
+        "--task-env",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="handed to every task (e.g. LMWEB_RULE_SANDBOX=required)",
+    )
+    options = parser.parse_args(argv)
+    try:
+        serve(
+            catalog=options.catalog,
+            project_regex=options.project_regex or deployment_regex(options.deployment),
+            password_file=options.password_file,
+            scratch_dir=options.scratch_dir,
+            max_workers=options.max_workers,
+            cores=options.cores,
+            idle_timeout=options.idle_timeout,
+            interval=options.interval,
+            factory=not options.no_factory,
+            direct=not options.no_direct,
+            task_env=dict(options.task_env),
+        )
+    except PoolError as exc:
+        parser.exit(1, f"{parser.prog}: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
