@@ -66,12 +66,11 @@ def catalog_summary() -> dict:
         records = catalog.query_catalog(settings.LMWEB_CATALOG, timeout=2.0)
     except Exception:
         return {"reachable": False}
-    prefix = f"lmweb-{settings.LMWEB_DEPLOYMENT}-"
+    prefix = projects.deployment_prefix(settings.LMWEB_DEPLOYMENT)
     managers = [
         r
         for r in records
-        if r.get("type") in ("wq_master", "wq_manager")
-        and str(r.get("project", "")).startswith(prefix)
+        if r.get("type") in catalog.MANAGER_TYPES and str(r.get("project", "")).startswith(prefix)
     ]
 
     def total(key: str) -> int:

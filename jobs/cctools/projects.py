@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 
 
+def deployment_prefix(deployment: str) -> str:
+    """What every project name of one deployment starts with."""
+    return f"lmweb-{deployment}-"
+
+
 def project_name(deployment: str, job_id: str, width: int | None = None) -> str:
     """Unique per job: old workers of an earlier job can never serve this one by mistake.
 
@@ -12,7 +17,7 @@ def project_name(deployment: str, job_id: str, width: int | None = None) -> str:
     suffix: the manager's own catalog figures are up to 60 s old, and a stage that starts with
     one rule and then fans out would otherwise keep its first worker alone for a minute.
     """
-    name = f"lmweb-{deployment}-{job_id}"
+    name = f"{deployment_prefix(deployment)}{job_id}"
     return name if width is None else f"{name}-w{width}"
 
 
@@ -36,4 +41,4 @@ def is_width_variant(name: object, project: str) -> bool:
 
 def project_regex(deployment: str) -> str:
     # Work Queue matches -M against the whole name already; the anchors document the intent.
-    return f"^lmweb-{deployment}-.*$"
+    return f"^{deployment_prefix(deployment)}.*$"
