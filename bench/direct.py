@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import runner
+from jobs.cctools.makeflow import MAKEFLOW
+from jobs.cctools.processes import stop_processes
+from jobs.cctools.workers import start_worker
 
 
 def dag_name(entry) -> str:
@@ -45,7 +47,7 @@ def copy_workflow(job_dir: Path, target: Path, dag: str = "main.mf.json") -> str
 def start_makeflow(folder: Path, dag: str, password_file: Path) -> tuple[subprocess.Popen, int]:
     """`makeflow -T wq` as typed by hand: no catalog, no project name, makeflow's defaults."""
     popen = subprocess.Popen(
-        [runner.MAKEFLOW, "--json", "-T", "wq", "-p", "0", "-Z", "port",
+        [MAKEFLOW, "--json", "-T", "wq", "-p", "0", "-Z", "port",
          f"--password={password_file}", dag],
         cwd=folder,
         stdin=subprocess.DEVNULL,
@@ -65,7 +67,7 @@ def start_makeflow(folder: Path, dag: str, password_file: Path) -> tuple[subproc
 
 def start_workers(port: int, count: int, cores: int, password_file: Path, scratch: Path):
     return [
-        runner.start_worker(
+        start_worker(
             host="127.0.0.1",
             port=port,
             password_file=password_file,
@@ -93,7 +95,7 @@ def makeflow_wq(folders: list[Path], dag: str, *, workers: int, cores: int, pass
             raise RuntimeError(f"makeflow by hand failed ({code}) in {folders}")
     elapsed = time.monotonic() - start
     for _, pool in runs:
-        runner.stop_processes(pool, grace=2)
+        stop_processes(pool, grace=2)
     return elapsed
 
 

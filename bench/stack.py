@@ -14,7 +14,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from jobs import runner
+from jobs.cctools.catalog import start_catalog_server, wait_for_catalog
+from jobs.cctools.processes import children, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,16 +116,16 @@ class Stack:
     def stop(self, name: str) -> None:
         popen = self.processes.pop(name, None)
         if popen is not None:
-            runner.stop_process(popen, grace=10)
+            stop_process(popen, grace=10)
 
     def start_catalog(self) -> None:
-        self.processes["catalog"] = runner.start_catalog_server(
+        self.processes["catalog"] = start_catalog_server(
             port=self.catalog_port,
             history_dir=self.root / "catalog",
             log_path=self.root / "logs" / "catalog.log",
             lifetime=300,
         )
-        runner.wait_for_catalog(self.catalog, timeout=10)
+        wait_for_catalog(self.catalog, timeout=10)
 
     def start_web(self) -> None:
         # As the Procfile runs it.
@@ -169,7 +170,7 @@ class Stack:
 
     def web_pids(self) -> list[int]:
         web = self.processes["web"]
-        return [web.pid, *(child.pid for child in runner.children(web.pid))]
+        return [web.pid, *(child.pid for child in children(web.pid))]
 
     def close(self) -> None:
         for name in reversed(list(self.processes)):

@@ -8,7 +8,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from . import runner, services
+from . import services
+from .cctools import makeflow
 from .controller import read_stages, read_tasks
 from .models import Dataset, Job, JobInput, Output
 
@@ -93,7 +94,7 @@ class JobAdmin(admin.ModelAdmin):
         if stage not in read_stages(job)["started"]:
             raise Http404("no such stage")
         try:
-            svg = runner.render_graph(job.directory, f"{stage}.mf.json")
+            svg = makeflow.render_graph(job.directory, f"{stage}.mf.json")
         except (OSError, subprocess.SubprocessError):
             raise Http404("the graph could not be drawn") from None
         return HttpResponse(svg, content_type="image/svg+xml")

@@ -30,7 +30,9 @@ from lmweb.logs import job_context
 from translators.base import canonical_json
 from translators.makeflow import parallel_width, size_rules
 
-from . import formats, limits, makeflowlog, runner, sandbox
+from . import formats, limits, sandbox
+from .cctools import log as makeflowlog
+from .cctools import makeflow, projects
 from .models import IllegalTransition, Job, Output, State
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ def project_name(job: Job, dag: str | None = None) -> str:
     width = None
     if dag is not None:
         width = parallel_width(json.loads((job.directory / dag).read_text()))
-    return runner.project_name(settings.LMWEB_DEPLOYMENT, str(job.id), width)
+    return projects.project_name(settings.LMWEB_DEPLOYMENT, str(job.id), width)
 
 
 def job_claim(*, job_id: str, controller: str) -> Job | None:
@@ -309,9 +311,9 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
     while True:
         starts += 1
         tmpdir = job.directory / "tmp" / stage
-        runner.prepare_resume(job.directory, dag)
+        makeflow.prepare_resume(job.directory, dag)
         _record_manager(job, me, None)
-        run = runner.start_makeflow(
+        run = makeflow.start_makeflow(
             workdir=job.directory,
             dag=dag,
             project=project_name(job, dag),
@@ -348,7 +350,7 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
         log.warning("job %s: makeflow ended %s; resuming stage %s", job.id, outcome, stage)
 
 
-def _record_manager(job: Job, me: str, run: runner.MakeflowRun | None) -> None:
+def _record_manager(job: Job, me: str, run: makeflow.MakeflowRun | None) -> None:
     """Note (or forget) the job's running manager: the worker pool serves only those."""
     Job.objects.filter(pk=job.pk, claimed_by=me).update(
         manager_project=run.project if run else "", manager_port=run.port if run else None
@@ -553,13 +555,7 @@ def tool_versions() -> dict[str, str]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
-    try:
-        first = subprocess.run(
-            [runner.MAKEFLOW, "-v"], capture_output=True, text=True, timeout=10
-        ).stdout.splitlines()
-        versions["cctools"] = first[0].strip() if first else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        versions["cctools"] = "unknown"
+    versions["cctools"] = makeflow.version()
     return versions
 
 

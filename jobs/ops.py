@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from . import runner
+from .cctools import catalog, projects
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _broker() -> bool:
 
 def _catalog() -> bool:
     try:
-        runner.query_catalog(settings.LMWEB_CATALOG, timeout=2.0)
+        catalog.query_catalog(settings.LMWEB_CATALOG, timeout=2.0)
         return True
     except Exception:
         return False
@@ -63,15 +63,14 @@ def health_failures() -> list[str]:
 def catalog_summary() -> dict:
     """This deployment's managers as the catalog last heard of them (figures up to 60 s old)."""
     try:
-        records = runner.query_catalog(settings.LMWEB_CATALOG, timeout=2.0)
+        records = catalog.query_catalog(settings.LMWEB_CATALOG, timeout=2.0)
     except Exception:
         return {"reachable": False}
-    prefix = f"lmweb-{settings.LMWEB_DEPLOYMENT}-"
+    prefix = projects.deployment_prefix(settings.LMWEB_DEPLOYMENT)
     managers = [
         r
         for r in records
-        if r.get("type") in ("wq_master", "wq_manager")
-        and str(r.get("project", "")).startswith(prefix)
+        if r.get("type") in catalog.MANAGER_TYPES and str(r.get("project", "")).startswith(prefix)
     ]
 
     def total(key: str) -> int:
@@ -113,9 +112,9 @@ def job_waiting(job) -> dict | None:
         )
         return {"position": ahead + 1, "reason": reason}
     if job.state == State.RUNNING and job.rules_waiting and not job.rules_running:
-        project = runner.project_name(settings.LMWEB_DEPLOYMENT, str(job.id))
+        project = projects.project_name(settings.LMWEB_DEPLOYMENT, str(job.id))
         try:
-            records = runner.managers(settings.LMWEB_CATALOG, project, timeout=2.0)
+            records = catalog.managers(settings.LMWEB_CATALOG, project, timeout=2.0)
         except Exception:
             return {"position": None, "reason": "the catalog server does not answer"}
         if records and not any(int(r.get("workers_connected", 0) or 0) for r in records):

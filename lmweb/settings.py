@@ -387,8 +387,8 @@ MAX_RANDOMIZED_CELLS = env_int("LMWEB_MAX_RANDOMIZED_CELLS", 2_000_000_000, mini
 
 # --- Contain makeflow (issue 11, item 5). Each makeflow runs in bubblewrap, where only its job
 # folder can be written: CCTools 9.9's manager writes a returned output wherever the worker's
-# reply names it. On by default when /usr/bin/bwrap (Debian's bubblewrap, the one jobs.runner
-# starts) exists; LMWEB_CONFINE_MAKEFLOW=1 makes it required, =0 turns it off.
+# reply names it. On by default when /usr/bin/bwrap (Debian's bubblewrap, the one
+# jobs.cctools.makeflow starts) exists; LMWEB_CONFINE_MAKEFLOW=1 makes it required, =0 turns it off.
 _BWRAP = Path("/usr/bin/bwrap")
 LMWEB_CONFINE_MAKEFLOW = env_bool("LMWEB_CONFINE_MAKEFLOW", os.access(_BWRAP, os.X_OK))
 if LMWEB_CONFINE_MAKEFLOW and not os.access(_BWRAP, os.X_OK):

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.cctools.catalog import start_catalog_server, wait_for_catalog
+from jobs.cctools.processes import stop_process
+
 # Tests make their inputs (tests/synthetic.py); those that also check the real sample data read it
 # from LMWEB_SAMPLE_DATA only (tests.synthetic.sample_data) and skip without it.
 
@@ -124,17 +127,16 @@ def _fast_passwords(settings):
 @pytest.fixture(scope="session")
 def catalog(tmp_path_factory):
     """A private catalog server on a free port, for the whole session: "127.0.0.1:PORT"."""
-    from jobs import runner
     from tests.runner.conftest import free_port
 
     folder = tmp_path_factory.mktemp("catalog")
     port = free_port()
-    server = runner.start_catalog_server(
+    server = start_catalog_server(
         port=port, history_dir=folder / "history", log_path=folder / "catalog.log"
     )
     address = f"127.0.0.1:{port}"
     try:
-        runner.wait_for_catalog(address, timeout=10)
+        wait_for_catalog(address, timeout=10)
         yield address
     finally:
-        runner.stop_process(server, grace=2)
+        stop_process(server, grace=2)

@@ -16,7 +16,8 @@ from django.conf import settings as django_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from jobs import runner
+from jobs.cctools.catalog import start_catalog_server, wait_for_catalog
+from jobs.cctools.processes import stop_process
 from tests.runner.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ class Stack:
     def stop(self, name: str) -> None:
         popen = self.processes.pop(name, None)
         if popen is not None:
-            runner.stop_process(popen, grace=15)
+            stop_process(popen, grace=15)
 
 
 # Package scope: the stack's controller and scheduler work on the test database, so they stop
@@ -104,14 +105,14 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     password_file.write_text(secrets.token_hex(16) + "\n")
     password_file.chmod(0o600)
     port = free_port()
-    catalog_server = runner.start_catalog_server(
+    catalog_server = start_catalog_server(
         port=port,
         history_dir=root / "catalog",
         log_path=root / "catalog.log",
         lifetime=300,
     )
     catalog = f"127.0.0.1:{port}"
-    runner.wait_for_catalog(catalog, timeout=10)
+    wait_for_catalog(catalog, timeout=10)
     the_stack = Stack(root, catalog, password_file, deployment=f"t{secrets.token_hex(3)}")
     broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
     for queue in ("lmweb-jobs", "lmweb"):
@@ -143,7 +144,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     finally:
         for name in list(the_stack.processes):
             the_stack.stop(name)
-        runner.stop_process(catalog_server, grace=2)
+        stop_process(catalog_server, grace=2)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from jobs import runner
+from jobs.cctools.catalog import query_catalog
 from jobs.models import Job
 from tests.runner.test_catalog_trust import Listener, advertise, forged_records
 
@@ -25,7 +25,7 @@ def test_forged_catalog_records_get_no_worker_while_the_job_gets_its_own(live, r
     def real_record():
         return [
             record
-            for record in runner.query_catalog(stack.catalog)
+            for record in query_catalog(stack.catalog)
             if (record.get("project"), record.get("port"))
             == (row.manager_project, row.manager_port)
         ]

@@ -17,7 +17,8 @@ import requests
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from jobs import runner
+from jobs.cctools.catalog import start_catalog_server
+from jobs.cctools.processes import stop_process
 from tests.runner.conftest import free_port
 
 from .conftest import FINISHED, ROOT, wait_for
@@ -139,7 +140,7 @@ class MiniStack:
     def stop_all(self):
         for name in list(self.processes):
             popen = self.processes.pop(name)
-            runner.stop_process(popen, grace=10)
+            stop_process(popen, grace=10)
         self.relay.down()
 
     @property
@@ -160,7 +161,7 @@ def mini(transactional_db, tmp_path, make_user):
     stack = MiniStack(tmp_path, connection.settings_dict["NAME"])
     stack.relay.up()
     stack.start_redis()
-    catalog = runner.start_catalog_server(
+    catalog = start_catalog_server(
         port=stack.catalog_port, history_dir=tmp_path / "catalog", log_path=tmp_path / "cat.log"
     )
     python = sys.executable
@@ -180,7 +181,7 @@ def mini(transactional_db, tmp_path, make_user):
         yield stack
     finally:
         stack.stop_all()
-        runner.stop_process(catalog, grace=2)
+        stop_process(catalog, grace=2)
 
 
 def _get(stack, path, timeout=10):

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs import runner
+from jobs.cctools.makeflow import MakeflowRun, prepare_resume, start_makeflow
+from jobs.cctools.processes import stop_process
+from jobs.cctools.projects import project_name
+from jobs.cctools.workers import WorkerSpec
 
 
 def free_port() -> int:
@@ -76,18 +79,18 @@ class Processes:
         self.root = root
         self.catalog = catalog
         self.password_file = password_file
-        self.runs: list[runner.MakeflowRun] = []
+        self.runs: list[MakeflowRun] = []
         self.popens = []
         self._count = 0
 
     def project(self) -> str:
         self._count += 1
-        return runner.project_name("test", f"{secrets.token_hex(4)}-{self._count}")
+        return project_name("test", f"{secrets.token_hex(4)}-{self._count}")
 
     def start(self, workdir: Path, dag: str, *, retry_count: int = 0, **options):
-        runner.prepare_resume(workdir, dag)
+        prepare_resume(workdir, dag)
         options.setdefault("project", self.project())
-        run = runner.start_makeflow(
+        run = start_makeflow(
             workdir=workdir,
             dag=dag,
             catalog=self.catalog,
@@ -99,11 +102,11 @@ class Processes:
         self.runs.append(run)
         return run
 
-    def spec(self, **options) -> runner.WorkerSpec:
+    def spec(self, **options) -> WorkerSpec:
         options.setdefault("password_file", self.password_file)
         options.setdefault("scratch_dir", self.root / "scratch")
         options.setdefault("idle_timeout", 30)
-        return runner.WorkerSpec(**options)
+        return WorkerSpec(**options)
 
     def track(self, popen):
         self.popens.append(popen)
@@ -114,7 +117,7 @@ class Processes:
             run.stop(grace=2)
             run.cleanup_tmp()
         for popen in self.popens:
-            runner.stop_process(popen, grace=1)
+            stop_process(popen, grace=1)
 
 
 @pytest.fixture

@@ -8,7 +8,10 @@ import time
 
 import pytest
 
-from jobs import makeflowlog, runner
+from jobs.cctools import log as makeflowlog
+from jobs.cctools.catalog import managers, query_catalog
+from jobs.cctools.pool import DirectPool
+from jobs.cctools.projects import project_name, project_regex
 
 from .conftest import logged_rule, wait_until, write_dag
 
@@ -49,7 +52,7 @@ def forged_records(real: dict, deployment: str, ports: list[int]) -> list[dict]:
     real job's project name but another port (the catalog keeps one record per address and
     port)."""
     return [
-        dict(real, project=runner.project_name(deployment, "forged", width=2), port=ports[0]),
+        dict(real, project=project_name(deployment, "forged", width=2), port=ports[0]),
         dict(real, port=ports[1]),
     ]
 
@@ -58,21 +61,21 @@ def serve_with_forgeries(procs, workdir, tmp_path, *, trusting: bool):
     deployment = f"trust{secrets.token_hex(3)}"
     dag = write_dag(workdir, [logged_rule(f"r{n}", "sleep 1", []) for n in range(2)])
     listeners = [Listener(), Listener()]
-    run = procs.start(workdir, dag, project=runner.project_name(deployment, "job", width=2))
-    (real,) = wait_until(lambda: runner.managers(procs.catalog, run.project), timeout=5)
+    run = procs.start(workdir, dag, project=project_name(deployment, "job", width=2))
+    (real,) = wait_until(lambda: managers(procs.catalog, run.project), timeout=5)
     forgeries = forged_records(real, deployment, [listener.port for listener in listeners])
     for record in forgeries:
         advertise(procs.catalog, record)
     wanted = {(record["project"], record["port"]) for record in forgeries}
 
     def listed() -> bool:
-        records = runner.query_catalog(procs.catalog)
+        records = query_catalog(procs.catalog)
         return wanted <= {(record.get("project"), record.get("port")) for record in records}
 
     wait_until(listed, timeout=5)  # the catalog took them
-    pool = runner.DirectPool(
+    pool = DirectPool(
         catalog=procs.catalog,
-        project_regex=runner.project_regex(deployment),
+        project_regex=project_regex(deployment),
         spec=procs.spec(scratch_dir=tmp_path / "pool"),
         max_workers=4,
         per_manager=2,

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs import controller, makeflowlog, runner
+from jobs import controller
+from jobs.cctools import log as makeflowlog
+from jobs.cctools.makeflow import confinement
+from jobs.cctools.workers import start_worker
 
 from .conftest import write_dag
 
@@ -109,7 +112,7 @@ def run_through_relay(procs, tmp_path: Path, suffix: str, *, confine: bool):
     relay = Relay(run.port, suffix)
     try:
         procs.track(
-            runner.start_worker(
+            start_worker(
                 host="127.0.0.1",
                 port=relay.port,
                 password_file=procs.password_file,
@@ -164,7 +167,7 @@ def test_confinement_leaves_the_job_folder_and_its_tmpdir_writable_and_nothing_e
     workdir.mkdir()
     tmpdir.mkdir()
     probe = "echo a > {0}/a && echo b > {1}/b && (echo c > {2}/c) 2>/dev/null; echo $?"
-    args = runner.confinement(workdir, [tmpdir])
+    args = confinement(workdir, [tmpdir])
     done = subprocess.run(
         [*args, "/bin/sh", "-c", probe.format(workdir, tmpdir, tmp_path)],
         capture_output=True,

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from jobs import makeflowlog, sandbox
+from jobs import sandbox
+from jobs.cctools import log as makeflowlog
 from translators.makeflow import Category
 
 from .conftest import logged_rule

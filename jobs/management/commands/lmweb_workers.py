@@ -1,4 +1,4 @@
-"""Supply Work Queue workers to every job's makeflow on this host.
+"""Supply Work Queue workers to every job's makeflow on this host (jobs.cctools.pool.serve).
 
 Two sources side by side: work_queue_factory (workers that find managers through the catalog,
 the standard way, 20 s to 2 min late) and a direct pool that reads the catalog itself every
@@ -8,14 +8,12 @@ The direct pool serves only the managers the database knows as running jobs.
 
 import logging
 import os
-import signal
-import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
-from jobs import runner
+from jobs.cctools import pool, projects
 from jobs.models import Job, State
 
 log = logging.getLogger(__name__)
@@ -61,59 +59,21 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=0.25)
 
     def handle(self, *args, max_workers, cores, no_factory, no_direct, interval, **options):
-        password = settings.LMWEB_WQ_PASSWORD_FILE
-        if not password.is_file():
-            raise CommandError(f"no Work Queue password file at {password}")
-        scratch = settings.LMWEB_SCRATCH_DIR
-        regex = runner.project_regex(settings.LMWEB_DEPLOYMENT)
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
-        factory = None
-        if not no_factory:
-            factory = runner.start_factory(
-                catalog=settings.LMWEB_CATALOG,
-                project_regex=regex,
-                password_file=password,
-                min_workers=0,
-                max_workers=max_workers,
-                cores_per_worker=cores,
-                scratch_dir=scratch / "factory",
-                idle_timeout=settings.LMWEB_WORKER_IDLE_SECONDS,
-                log_path=scratch / "factory.log",
-                env=rule_environment(),
-            )
-        pool = None
-        if not no_direct:
-            pool = runner.DirectPool(
-                catalog=settings.LMWEB_CATALOG,
-                project_regex=regex,
-                spec=runner.WorkerSpec(
-                    password_file=password,
-                    scratch_dir=scratch / "direct",
-                    cores=cores,
-                    idle_timeout=settings.LMWEB_WORKER_IDLE_SECONDS,
-                    env=tuple(rule_environment().items()),
-                ),
-                max_workers=max_workers,
-                trust=running_managers,
-            )
-        self.stdout.write(
-            f"workers: up to {max_workers} x {cores} core(s) for {regex} via "
-            f"{settings.LMWEB_CATALOG} (factory {'off' if no_factory else 'on'}, "
-            f"direct pool {'off' if no_direct else 'on'})"
-        )
         try:
-            while not stopping:
-                if pool is not None:
-                    started = pool.step()
-                    if started:
-                        self.stdout.write(f"workers: started {started} direct worker(s)")
-                if factory is not None and factory.poll() is not None:
-                    raise CommandError(f"work_queue_factory exited with {factory.returncode}")
-                time.sleep(interval)
-        finally:
-            if pool is not None:
-                pool.stop()
-            if factory is not None:
-                runner.stop_process(factory, grace=5)
+            pool.serve(
+                catalog=settings.LMWEB_CATALOG,
+                project_regex=projects.project_regex(settings.LMWEB_DEPLOYMENT),
+                password_file=settings.LMWEB_WQ_PASSWORD_FILE,
+                scratch_dir=settings.LMWEB_SCRATCH_DIR,
+                max_workers=max_workers,
+                cores=cores,
+                idle_timeout=settings.LMWEB_WORKER_IDLE_SECONDS,
+                interval=interval,
+                factory=not no_factory,
+                direct=not no_direct,
+                task_env=rule_environment(),
+                trust=running_managers,
+                say=self.stdout.write,
+            )
+        except pool.PoolError as exc:
+            raise CommandError(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""Read makeflow's transaction log and Work Queue's transaction log: progress, rules, failures."""
+"""Makeflow's log and Work Queue's transaction log, read with one tokenizer."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ TAIL_BYTES = 4096
 
 @dataclass(frozen=True)
 class LogPaths:
-    """Where the runner tells makeflow to write, for one DAG file in one job folder."""
+    """Where start_makeflow tells makeflow to write, for one DAG file in one job folder."""
 
     workdir: Path
     dag: str
@@ -90,8 +91,58 @@ def outcome(progress: Progress) -> str:
     return "incomplete"
 
 
-@dataclass
-class _NodeLine:
+# ---------------------------------------------------------------------------------------------
+# The one tokenizer: makeflow's log and Work Queue's transaction log share a line syntax.
+
+
+@dataclass(frozen=True)
+class Marker:
+    """'# WORD rest': STARTED, COMPLETED, ABORTED, FAILED, or the verbose header (NODE...)."""
+
+    word: str
+    rest: str  # after the word: a time stamp, or the node id and values, tab-separated
+
+
+@dataclass(frozen=True)
+class Record:
+    """A time-stamped line: a node's change in makeflow's log, an event in Work Queue's."""
+
+    time_us: int
+    fields: tuple[str, ...]  # the whitespace-separated fields after the time stamp
+
+
+Token = Marker | Record
+
+
+def tokenize(line: str) -> Token | None:
+    """One line of either log; None for anything else (comments, partial or foreign lines)."""
+    if line.startswith("# "):
+        # '# STARTED 123', but '# NODE\t1\tcmd with spaces': the word ends at a tab if one
+        # comes before the first space.
+        word, _, rest = line[2:].partition(" ")
+        if "\t" in word:
+            word, _, rest = line[2:].partition("\t")
+        return Marker(word, rest)
+    if line[:1].isdigit():
+        parts = line.split()
+        try:
+            return Record(int(parts[0]), tuple(parts[1:]))
+        except ValueError:
+            return None
+    return None
+
+
+def tokens(text: str) -> Iterator[Token]:
+    for line in text.splitlines():
+        token = tokenize(line)
+        if token is not None:
+            yield token
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    """A makeflow log record: a node's new state, and the counts of all nodes after it."""
+
     time_us: int
     node: int
     state: int
@@ -99,26 +150,14 @@ class _NodeLine:
     counts: tuple[int, int, int, int, int, int]  # waiting running complete failed aborted total
 
 
-def _parse_node_line(line: str) -> _NodeLine | None:
-    parts = line.split()
-    if len(parts) != 10:
+def node_change(token: Token | None) -> NodeChange | None:
+    if not isinstance(token, Record) or len(token.fields) != 9:
         return None
     try:
-        numbers = [int(part) for part in parts]
+        node, state, job, w, r, c, f, a, t = (int(value) for value in token.fields)
     except ValueError:
         return None
-    w, r, c, f, a, t = numbers[4:]
-    return _NodeLine(numbers[0], numbers[1], numbers[2], numbers[3], (w, r, c, f, a, t))
-
-
-def _marker(line: str) -> tuple[str, str] | None:
-    """('STARTED', rest) for '# STARTED 123', ('NODE', rest) for '# NODE\t1\tcmd'..."""
-    if not line.startswith("# "):
-        return None
-    word, _, rest = line[2:].partition(" ")
-    if "\t" in word:
-        word, _, rest = line[2:].partition("\t")
-    return word, rest
+    return NodeChange(token.time_us, node, state, job, (w, r, c, f, a, t))
 
 
 class LogFollower:
@@ -167,29 +206,24 @@ class LogFollower:
         return progress
 
     def _consume(self, line: str) -> None:
-        if not line:
+        token = tokenize(line)
+        change = node_change(token)
+        if change is not None:
+            self._states[change.node] = change.state
+            self._counts = change.counts
+            self._lines += 1
+        if not isinstance(token, Marker):
             return
-        if line[0].isdigit():
-            parsed = _parse_node_line(line)
-            if parsed is not None:
-                self._states[parsed.node] = parsed.state
-                self._counts = parsed.counts
-                self._lines += 1
-            return
-        marker = _marker(line)
-        if marker is None:
-            return
-        word, rest = marker
-        if word == "STARTED":
+        if token.word == "STARTED":
             self._started = True
             self._ended = None
             self._runs += 1
             self._lines += 1
-        elif word in ENDINGS:
-            self._ended = word
+        elif token.word in ENDINGS:
+            self._ended = token.word
             self._lines += 1
-        elif word == "NODE":
-            node, _, _ = rest.partition("\t")
+        elif token.word == "NODE":
+            node, _, _ = token.rest.partition("\t")
             if node.isdigit():
                 self._nodes.add(int(node))
 
@@ -305,36 +339,31 @@ def _read_text(path: Path) -> str:
 def _read_transactions(path: Path) -> list[_TrRun]:
     """Work Queue's transaction log, split by manager start (one per makeflow run)."""
     runs: list[_TrRun] = []
-    for line in _read_text(path).splitlines():
-        if line.startswith("#"):
+    for token in tokens(_read_text(path)):
+        if not isinstance(token, Record) or len(token.fields) < 3:
             continue
-        parts = line.split()
-        if len(parts) < 4:
+        # time manager_pid MANAGER START, time manager_pid TASK id EVENT ...
+        subject = token.fields[1:]
+        if subject[:2] == ("MANAGER", "START"):
+            runs.append(_TrRun(token.time_us))
             continue
-        try:
-            time_us = int(parts[0])
-        except ValueError:
-            continue
-        if parts[2] == "MANAGER" and parts[3] == "START":
-            runs.append(_TrRun(time_us))
-            continue
-        if parts[2] != "TASK" or not runs or len(parts) < 5:
+        if subject[0] != "TASK" or not runs or len(subject) < 3:
             continue
         try:
-            task_id = int(parts[3])
+            task_id = int(subject[1])
         except ValueError:
             continue
         task = runs[-1].tasks.setdefault(task_id, _Task())
-        event = parts[4]
-        if event == "RUNNING" and len(parts) > 5:
-            task.host = parts[5]
-            task.running_at = _when(time_us)
-        elif event == "DONE" and len(parts) > 6:
+        event = subject[2]
+        if event == "RUNNING" and len(subject) > 3:
+            task.host = subject[3]
+            task.running_at = _when(token.time_us)
+        elif event == "DONE" and len(subject) > 4:
             # TASK id DONE result exit_code {limits} {measured}
-            task.done_at = _when(time_us)
-            task.result = parts[5]
+            task.done_at = _when(token.time_us)
+            task.result = subject[3]
             try:
-                task.exit_code = int(parts[6])
+                task.exit_code = int(subject[4])
             except ValueError:
                 task.exit_code = None
     return runs
@@ -365,28 +394,25 @@ def read_rules(workdir: Path | str, dag_name: str) -> list[RuleRecord]:
     def rule(node: int) -> RuleRecord:
         return rules.setdefault(node, RuleRecord(node_id=node, rule=f"node-{node}"))
 
-    for line in _read_text(paths.makeflowlog).splitlines():
-        if line and line[0].isdigit():
-            parsed = _parse_node_line(line)
-            if parsed is None:
-                continue
-            record = rule(parsed.node)
-            record.state = STATES.get(parsed.state, str(parsed.state))
-            when = _when(parsed.time_us)
-            if parsed.state == 1 and starts:
-                record.task_id = parsed.job
+    for token in tokens(_read_text(paths.makeflowlog)):
+        change = node_change(token)
+        if change is not None:
+            record = rule(change.node)
+            record.state = STATES.get(change.state, str(change.state))
+            when = _when(change.time_us)
+            if change.state == 1 and starts:
+                record.task_id = change.job
                 record.submitted_at = when
                 record.started_at = None
                 record.finished_at = None
                 record.host = record.result = record.exit_code = None
-                submissions.append((len(starts) - 1, parsed.node, parsed.job))
-            elif parsed.state in (2, 3, 4):
+                submissions.append((len(starts) - 1, change.node, change.job))
+            elif change.state in (2, 3, 4):
                 record.finished_at = when
             continue
-        marker = _marker(line)
-        if marker is None:
+        if not isinstance(token, Marker):
             continue
-        word, rest = marker
+        word, rest = token.word, token.rest
         if word == "STARTED":
             try:
                 starts.append(int(rest.split()[0]))

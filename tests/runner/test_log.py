@@ -10,8 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from jobs import makeflowlog
-from jobs.makeflowlog import LogFollower, Progress, outcome, read_progress
+from jobs.cctools import log as makeflowlog
+from jobs.cctools.log import (
+    LogFollower,
+    Marker,
+    NodeChange,
+    Progress,
+    Record,
+    node_change,
+    outcome,
+    read_progress,
+    tokenize,
+)
 
 DATA = Path(__file__).parent / "data"
 DAG = "dag.json"
@@ -191,3 +201,31 @@ def test_failure_detail_tail_is_at_most_4_kb(tmp_path):
     detail = makeflowlog.failure_detail(workdir, DAG)
     assert len(detail.stderr_tail.encode()) <= 4096
     assert detail.stderr_tail.endswith("line 4999\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The one tokenizer, under the follower, read_rules and the transaction log alike.
+
+
+def test_the_tokenizer_splits_a_marker_at_its_first_space_or_at_a_tab_before_it():
+    assert tokenize("# STARTED 1795599070932383") == Marker("STARTED", "1795599070932383")
+    assert tokenize("# NODE\t4\techo a b\tc") == Marker("NODE", "4\techo a b\tc")
+    assert tokenize("# PARENTS\t4") == Marker("PARENTS", "4")
+
+
+def test_the_tokenizer_reads_time_stamped_records_of_both_logs():
+    assert tokenize("1795599070932383 11981 MANAGER START") == Record(
+        1795599070932383, ("11981", "MANAGER", "START")
+    )
+    line = "1795599071000000 1 2 7 0 1 3 0 0 4"
+    assert node_change(tokenize(line)) == NodeChange(1795599071000000, 1, 2, 7, (0, 1, 3, 0, 0, 4))
+    # A transaction log record is no node change, though the tokenizer reads it the same way.
+    assert node_change(tokenize("1795599070932383 11981 MANAGER START")) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["", "#", "#NODE\t1", "x 1 2", "12ab 1 2", " 1 2"],
+)
+def test_the_tokenizer_skips_what_is_neither_a_marker_nor_a_record(line):
+    assert tokenize(line) is None

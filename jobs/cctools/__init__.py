@@ -1,0 +1,1 @@
+"""CCTools: the only code that starts catalog servers, makeflows, workers, factories; no Django."""
