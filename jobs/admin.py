@@ -9,8 +9,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from . import runner, services
-from .controller import read_stages, read_tasks
 from .models import Dataset, Job, JobInput, Output
+from .rules import read_stages, read_tasks
 
 # Beyond this many rules a drawing is slow to make and too dense to read.
 GRAPH_MAX_RULES = 400

@@ -19,9 +19,6 @@ from functools import cache
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 import lmweb
@@ -30,21 +27,12 @@ from lmweb.logs import job_context
 from translators.base import canonical_json
 from translators.makeflow import parallel_width, size_rules
 
-from . import formats, limits, makeflowlog, runner, sandbox
-from .models import IllegalTransition, Job, Output, State
+from . import formats, makeflowlog, runner, sandbox, services
+from .models import Job, State
+from .rules import STAGES_FILE, TAIL_BYTES, read_stages, read_tasks
+from .services import Canceled, LostJob
 
 log = logging.getLogger(__name__)
-
-STAGES_FILE = "stages.json"
-TAIL_BYTES = 4096
-
-
-class LostJob(Exception):
-    """Someone else holds the job now (recovery requeued it): stop without touching its state."""
-
-
-class Canceled(Exception):
-    """The user canceled the job while it ran."""
 
 
 class HandBack(Exception):
@@ -99,31 +87,6 @@ def project_name(job: Job, dag: str | None = None) -> str:
     return runner.project_name(settings.LMWEB_DEPLOYMENT, str(job.id), width)
 
 
-def job_claim(*, job_id: str, controller: str) -> Job | None:
-    """Take a queued job for this controller; None if it is not queued (any more).
-
-    Raises limits.OverLimit, leaving the job QUEUED, while its owner already has
-    LMWEB_USER_MAX_RUNNING jobs running: the task looks again later.
-    """
-    with transaction.atomic():
-        queued = Job.objects.filter(pk=job_id, state=State.QUEUED)
-        owner_id = queued.values_list("owner_id", flat=True).first()
-        if owner_id is None:
-            return None
-        limits.running_check(owner_id=owner_id)
-        now = timezone.now()
-        changed = queued.update(
-            state=State.INITIALIZING,
-            claimed_by=controller,
-            heartbeat_at=now,
-            started_at=Coalesce(F("started_at"), now),
-            attempts=F("attempts") + 1,
-            error_code="",
-            error_message="",
-        )
-    return Job.objects.get(pk=job_id) if changed == 1 else None
-
-
 def job_run(*, job_id: str) -> None:
     """The controller's whole work on one job (the Celery task calls this)."""
     with job_context(job_id):
@@ -132,7 +95,7 @@ def job_run(*, job_id: str) -> None:
 
 def _job_run(job_id: str) -> None:
     me = controller_identity()
-    job = job_claim(job_id=job_id, controller=me)
+    job = services.job_claim(job_id=job_id, controller=me)
     if job is None:
         log.info("job %s: not queued any more; nothing to do", job_id)
         return
@@ -143,9 +106,9 @@ def _job_run(job_id: str) -> None:
     except LostJob:
         log.warning("job %s: another controller holds it now; stopped", job.id)
     except Canceled:
-        _finish_cancel(job, me)
+        services.job_finish_cancel(job=job, controller=me)
     except HandBack:
-        _hand_back(job, me)
+        services.job_hand_back(job=job, controller=me)
     except TimeLimit as exc:
         _fail(job, me, State.EXECUTOR_ERROR, "time_limit", str(exc))
     except Exception as exc:
@@ -242,13 +205,6 @@ def stage_inputs(job: Job) -> dict[str, str | list[str]]:
     return staged
 
 
-def read_stages(job: Job) -> dict:
-    path = job.directory / STAGES_FILE
-    if path.exists():
-        return json.loads(path.read_text())
-    return {"done": [], "started": []}
-
-
 def _write_stages(job: Job, done: list[str], started: list[str] | None = None) -> None:
     record = read_stages(job)
     record["done"] = list(done)
@@ -326,7 +282,7 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
         )
         try:
             _record_manager(job, me, run)
-            _mark_running(job, me, stage)
+            services.job_start(job=job, controller=me, stage=stage)
             progress = _follow(job, me, run, stage, dag, rules_before)
         finally:
             # Makeflow removes its tasks from the workers on SIGTERM, but only notices the
@@ -349,9 +305,8 @@ def _run_stage(job: Job, me: str, stage: str, dag: str, *, rules_before: int) ->
 
 
 def _record_manager(job: Job, me: str, run: runner.MakeflowRun | None) -> None:
-    """Note (or forget) the job's running manager: the worker pool serves only those."""
-    Job.objects.filter(pk=job.pk, claimed_by=me).update(
-        manager_project=run.project if run else "", manager_port=run.port if run else None
+    services.job_record_manager(
+        job=job, controller=me, project=run.project if run else "", port=run.port if run else None
     )
 
 
@@ -369,19 +324,6 @@ def _check_returned_outputs(workdir: Path, stage: str, dag: str) -> None:
             f"stage {stage}: the outputs of rule(s) {', '.join(rejected)} were not returned "
             "as the worker said (a reply naming a path outside the job folder?)"
         )
-
-
-def _mark_running(job: Job, me: str, stage: str) -> None:
-    if job.state != State.INITIALIZING:
-        _beat(job, me, stage=stage)
-        return
-    try:
-        job.transition(State.RUNNING, stage=stage, heartbeat_at=timezone.now())
-    except IllegalTransition:
-        job.refresh_from_db()
-        if job.state == State.CANCELING and job.claimed_by == me:
-            raise Canceled() from None
-        raise LostJob() from None
 
 
 def _follow(job, me, run, stage, dag, rules_before):
@@ -430,24 +372,7 @@ def _check_time(job: Job) -> None:
 
 
 def _beat(job: Job, me: str, *, stage: str, counts: tuple | None = None) -> None:
-    """Store progress and the heartbeat, only while this controller still owns a running job."""
-    fields = {"heartbeat_at": timezone.now(), "stage": stage}
-    if counts is not None:
-        total, waiting, running, done, failed = counts
-        fields.update(
-            rules_total=total,
-            rules_waiting=waiting,
-            rules_running=running,
-            rules_done=done,
-            rules_failed=failed,
-        )
-    changed = Job.objects.filter(pk=job.pk, claimed_by=me, state=State.RUNNING).update(**fields)
-    if changed:
-        return
-    job.refresh_from_db()
-    if job.claimed_by == me and job.state == State.CANCELING:
-        raise Canceled()
-    raise LostJob()
+    services.job_beat(job=job, controller=me, stage=stage, counts=counts)
 
 
 def _failure_message(stage: str, detail) -> str:
@@ -461,61 +386,14 @@ def _failure_message(stage: str, detail) -> str:
 
 
 def _fail(job: Job, me: str, state: str, code: str, message: str) -> None:
-    job.refresh_from_db()
-    if job.claimed_by != me:
-        return
-    if job.state == State.CANCELING:
-        _finish_cancel(job, me)
-        return
-    try:
-        job.transition(state, error_code=code, error_message=message[:20000], claimed_by="")
-    except Exception:
-        log.exception("job %s: could not record %s", job.id, state)
-
-
-def _hand_back(job: Job, me: str) -> None:
-    """Back to QUEUED without counting the attempt; the rerun resumes from makeflow's log."""
-    from .services import job_enqueue
-
-    with transaction.atomic():
-        changed = Job.objects.filter(
-            pk=job.pk, claimed_by=me, state__in=[State.INITIALIZING, State.RUNNING]
-        ).update(state=State.QUEUED, claimed_by="", attempts=F("attempts") - 1)
-        if changed:
-            transaction.on_commit(lambda: job_enqueue(job_id=job.id))
-    if changed:
-        log.info("job %s: handed back to the queue (controller shutting down)", job.id)
-    else:
-        job.refresh_from_db()
-        if job.state == State.CANCELING and job.claimed_by == me:
-            _finish_cancel(job, me)
-
-
-def _finish_cancel(job: Job, me: str) -> None:
-    job.refresh_from_db()
-    if job.state == State.CANCELING and job.claimed_by == me:
-        job.transition(State.CANCELED, claimed_by="")
-        log.info("job %s: canceled", job.id)
+    services.job_fail(job=job, controller=me, state=state, code=code, message=message)
 
 
 def _complete(job: Job, me: str) -> None:
     outputs = catalog_outputs(job)
     manifest = write_manifest(job, outputs)
     build_package(job, manifest)
-    with transaction.atomic():
-        Output.objects.filter(job=job).delete()
-        Output.objects.bulk_create(Output(job=job, **entry) for entry in outputs)
-        fields = {"claimed_by": "", "rules_waiting": 0, "rules_running": 0}
-        changed = Job.objects.filter(pk=job.pk, state=State.RUNNING, claimed_by=me).update(
-            state=State.COMPLETE, finished_at=timezone.now(), **fields
-        )
-    if not changed:
-        job.refresh_from_db()
-        if job.state == State.CANCELING:
-            # The work finished as the cancel came in: the results stand, the cancel is moot.
-            raise Canceled()
-        raise LostJob()
-    log.info("job %s: complete with %d outputs", job.id, len(outputs))
+    services.job_complete(job=job, controller=me, outputs=outputs)
 
 
 def _sha256(path: Path) -> str:
@@ -565,44 +443,6 @@ def tool_versions() -> dict[str, str]:
 
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
-
-
-def read_tasks(job: Job) -> list[dict]:
-    """Every rule of every started stage, from makeflow's logs (the source of truth)."""
-    if not job.directory.exists():
-        return []
-    tasks = []
-    for stage in read_stages(job)["started"]:
-        dag = f"{stage}.mf.json"
-        paths = makeflowlog.LogPaths(job.directory, dag)
-        for rule in makeflowlog.read_rules(job.directory, dag):
-            # A failed rule's outputs, its logs included, are moved to makeflow.failed.<node>/.
-            folder = paths.failed_dir(rule.node_id) if rule.state == "failed" else job.directory
-            tasks.append(
-                {
-                    "stage": stage,
-                    "rule": rule.rule,
-                    "command": rule.command or "",
-                    "state": rule.state,
-                    "exit_code": rule.exit_code,
-                    "host": rule.host or "",
-                    "attempts": rule.attempts,
-                    "started_at": rule.started_at,
-                    "finished_at": rule.finished_at,
-                    "stdout": _tail(folder / "logs" / f"{rule.rule}.stdout"),
-                    "stderr": _tail(folder / "logs" / f"{rule.rule}.stderr"),
-                }
-            )
-    return tasks
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - TAIL_BYTES))
-            return handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def write_manifest(job: Job, outputs: list[dict]) -> dict:

@@ -258,7 +258,7 @@ def test_the_admin_job_page_lists_every_rule(make_user, client, data_dir):
     page = client.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
     assert '<table class="lmweb-rules">' in page
     rules = Job.objects.get(pk=job.pk)
-    from jobs.controller import read_tasks
+    from jobs.rules import read_tasks
 
     tasks = read_tasks(rules)
     assert tasks

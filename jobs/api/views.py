@@ -5,6 +5,7 @@ import platform
 import celery
 import django
 import django_filters
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import F
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
@@ -22,7 +23,7 @@ import lmweb
 import translators
 from lmweb.logs import job_context
 
-from .. import ops, services
+from .. import metrics, ops, services
 from ..controller import tool_versions
 from ..models import Dataset, Job, Output, State
 from .errors import PayloadTooLarge
@@ -72,8 +73,6 @@ class DatasetViewSet(
 
     @extend_schema(request=DatasetUploadSerializer, responses={201: DatasetSerializer})
     def create(self, request, *args, **kwargs):
-        from django.conf import settings
-
         # Refuse before the body is read when the client says how big it is.
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if declared.isdigit() and int(declared) > settings.UPLOAD_MAX_BYTES + 64 * 1024:
@@ -302,6 +301,6 @@ class MetricsView(APIView):
 
     @extend_schema(exclude=True)
     def get(self, request):
-        from ..metrics import render
-
-        return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return HttpResponse(
+            metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8"
+        )
