@@ -19,6 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import dispatch, formats, inspection, limits, rules
+from .execution.folder import JobFolder
 from .models import FINISHED_STATES, Dataset, IllegalTransition, Job, JobInput, Output, State
 from .validation import RequestInvalid, validate_request
 
@@ -201,12 +202,12 @@ def job_delete(*, job: Job) -> None:
     """Remove a finished job, its outputs and its folder."""
     if not job.is_finished:
         raise Conflict(f"only finished jobs can be deleted; this one is {job.state}")
-    folder = job.directory
+    folder = JobFolder.of(job)
     with transaction.atomic():
         deleted, _ = Job.objects.filter(pk=job.pk, state=job.state).delete()
         if not deleted:
             raise Conflict("the job changed state; try again")
-        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+        transaction.on_commit(folder.remove)
 
 
 def job_requeue(*, job: Job) -> Job:

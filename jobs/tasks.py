@@ -6,7 +6,8 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
-from . import controller, dispatch, services
+from . import dispatch, services
+from .execution import controller, handback
 from .limits import OverLimit
 
 
@@ -28,9 +29,9 @@ def recover() -> dict[str, int]:
 
 @worker_shutting_down.connect
 def _hand_back_running_jobs(**kwargs) -> None:
-    controller.request_handback(os.getpid())
+    handback.request_handback(os.getpid())
 
 
 @worker_ready.connect
 def _forget_old_hand_back(**kwargs) -> None:
-    controller.clear_handback(os.getpid())
+    handback.clear_handback(os.getpid())

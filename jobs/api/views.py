@@ -24,8 +24,9 @@ import translators
 from lmweb.logs import job_context
 
 from .. import metrics, ops, services
-from ..controller import tool_versions
+from ..execution.folder import JobFolder
 from ..models import Dataset, Job, Output, State
+from ..versions import tool_versions
 from .errors import PayloadTooLarge
 from .filters import UtcIsoDateTimeFilter
 from .serializers import (
@@ -211,7 +212,7 @@ class JobViewSet(
         output = Output.objects.filter(job=job, path=path).first()
         if output is None:
             raise Http404("no such output")
-        file_path = job.directory / "outputs" / output.path
+        file_path = JobFolder.of(job).output(output.path)
         if not file_path.is_file():
             raise Http404("the output file is gone")
         return FileResponse(
@@ -225,7 +226,7 @@ class JobViewSet(
     @action(detail=True, methods=["get"])
     def package(self, request, pk=None):
         job = self.get_object()
-        package = job.directory / "package.zip"
+        package = JobFolder.of(job).package
         if job.state != State.COMPLETE or not package.is_file():
             raise Http404(f"no package: the job is {job.state}")
         return FileResponse(
@@ -261,6 +262,7 @@ class ServiceInfoView(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
+        versions = tool_versions()
         return Response(
             {
                 "name": "lmweb",
@@ -269,8 +271,8 @@ class ServiceInfoView(APIView):
                     "django": django.get_version(),
                     "celery": celery.__version__,
                     "python": platform.python_version(),
-                    "lmpy": tool_versions().get("specify-lmpy", "unknown"),
-                    "cctools": tool_versions().get("cctools", "unknown"),
+                    "lmpy": versions.get("specify-lmpy", "unknown"),
+                    "cctools": versions.get("cctools", "unknown"),
                 },
                 "workflows": translators.names(),
                 "job_states": services.job_counts(),

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import controller, makeflowlog, runner
+from jobs import makeflowlog, runner
+from jobs.execution import controller
 
 from .conftest import write_dag
 
