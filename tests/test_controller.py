@@ -14,8 +14,9 @@ from jobs import makeflowlog, services
 from jobs.execution import controller, handback
 from jobs.execution.controller import write_stage
 from jobs.execution.folder import JobFolder
-from jobs.models import IllegalTransition, Job, Output, State
+from jobs.models import Dataset, IllegalTransition, Job, Output, State
 from jobs.services import Canceled, LostJob
+from jobs.validation import validate_request
 
 RECORDED = Path(__file__).parent / "runner" / "data"
 ME = "host:1"
@@ -70,7 +71,10 @@ def running_job(make_user, data_dir, settings):
     job = Job.objects.create(
         owner=make_user("dora"),
         workflow="selftest",
-        request={"workflow": "selftest", "params": {"tasks": 3}},
+        # As stored at submission: checked, defaults filled.
+        request=validate_request(
+            {"workflow": "selftest", "params": {"tasks": 3}}, datasets=Dataset.objects.none()
+        ).request,
         state=State.RUNNING,
         claimed_by=ME,
         attempts=1,
@@ -228,6 +232,21 @@ class TestWrittenStage:
             (folder.root / name).write_text("made")
         (folder.root / stage.dag).unlink()
         assert folder.products("main") == sorted(stage.outputs)
+
+
+def test_the_controller_plans_from_the_request_checked_at_submission(running_job, monkeypatch):
+    import translators
+    from translators.base import Workflow
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the request was checked or filled again")
+
+    monkeypatch.setattr(Workflow, "validate", refuse)
+    monkeypatch.setattr(Workflow, "with_defaults", refuse)
+    workflow = translators.get("selftest")
+    stage = controller.plan_next(running_job, workflow, {}, [], {})
+    assert stage.name == "main"
+    assert controller.plan_next(running_job, workflow, {}, ["main"], {"main": []}) is None
 
 
 @pytest.fixture

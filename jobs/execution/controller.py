@@ -1,5 +1,6 @@
 """Run one job: claim it, stage its inputs, run each stage's makeflow, follow it, finish it."""
 
+import copy
 import logging
 import os
 import socket
@@ -21,7 +22,7 @@ from .. import makeflowlog, runner, sandbox, services
 from ..models import Job, State
 from ..services import Canceled, LostJob
 from . import packaging
-from .folder import TAIL_BYTES, FolderLocked, JobFolder, WrittenStage
+from .folder import GRAPH_MAX_RULES, TAIL_BYTES, FolderLocked, JobFolder, WrittenStage
 from .handback import HandBack, handback_requested
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def _run(job: Job, me: str, folder: JobFolder) -> None:
     while True:
         if handback_requested():
             raise HandBack()
-        planned = workflow.plan(job.request, inputs, done, produced)
+        planned = plan_next(job, workflow, inputs, done, produced)
         if planned is None:
             break
         stage = write_stage(folder, planned)
@@ -109,6 +110,13 @@ def _run(job: Job, me: str, folder: JobFolder) -> None:
         folder.mark_done(done)
     outputs = packaging.package_job(job, folder)
     services.job_complete(job=job, controller=me, outputs=outputs)
+
+
+def plan_next(job: Job, workflow, inputs, done: list[str], produced: dict):
+    """The job's next stage, or None when every stage is done. The stored request was checked
+    and its defaults filled at submission (jobs/validation.py): it is not checked again here."""
+    params = copy.deepcopy(job.request["params"])
+    return workflow.next_stage(params, dict(inputs), list(done), dict(produced))
 
 
 def stage_inputs(job: Job, folder: JobFolder) -> dict[str, str | list[str]]:
@@ -142,7 +150,22 @@ def write_stage(folder: JobFolder, planned) -> WrittenStage:
         max_memory=settings.LMWEB_RULE_MAX_MEMORY_MB,
         max_disk=settings.LMWEB_RULE_MAX_DISK_MB,
     )
-    return folder.write_stage(planned.name, document, canonical_json(document), planned.files)
+    stage, changed = folder.write_stage(
+        planned.name, document, canonical_json(document), planned.files
+    )
+    if changed or not folder.graph(stage.name).exists():
+        draw_graph(folder, stage.name, rules=len(document.get("rules", [])))
+    return stage
+
+
+def draw_graph(folder: JobFolder, stage: str, *, rules: int) -> None:
+    """Draw the stage's workflow once, when it is written: no page view starts a process."""
+    if rules > GRAPH_MAX_RULES:
+        return
+    try:
+        folder.write_graph(stage, runner.render_graph(folder.root, folder.dag(stage)))
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("stage %s: the workflow graph could not be drawn (%s)", stage, exc)
 
 
 def _run_stage(

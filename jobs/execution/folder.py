@@ -2,10 +2,8 @@
 
 import fcntl
 import json
-import logging
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,9 +11,7 @@ from pathlib import Path
 
 from translators.makeflow import parallel_width
 
-from .. import makeflowlog, runner
-
-log = logging.getLogger(__name__)
+from .. import makeflowlog
 
 STAGES_FILE = "stages.json"
 TAIL_BYTES = 4096
@@ -207,9 +203,9 @@ class JobFolder:
 
     def write_stage(
         self, name: str, document: dict, text: str, files: Mapping[str, str]
-    ) -> WrittenStage:
-        """Write a stage's files and makeflow document (`text`, `document` as JSON), draw its
-        graph and record it as started. Returns the WrittenStage."""
+    ) -> tuple[WrittenStage, bool]:
+        """Write a stage's files and makeflow document (`text`, `document` as JSON) and record it
+        as started. Returns the WrittenStage, and whether its makeflow file changed."""
         for relative, content in files.items():
             _write_if_changed(self.root / relative, content)
         # Rewriting an identical file would still change its time, and makeflow reruns a rule
@@ -223,21 +219,11 @@ class JobFolder:
             width=parallel_width(document),
             outputs=declared_outputs(document),
         )
-        if changed or not self.graph(name).exists():
-            self.draw_graph(name, rules=len(document.get("rules", [])))
         self.mark_started(stage)
-        return stage
+        return stage, changed
 
-    def draw_graph(self, stage: str, *, rules: int) -> None:
-        """Draw the stage's workflow once, when it is written: no page view starts a process."""
+    def write_graph(self, stage: str, svg: bytes) -> None:
         target = self.graph(stage)
-        if rules > GRAPH_MAX_RULES:
-            return
-        try:
-            svg = runner.render_graph(self.root, self.dag(stage))
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("stage %s: the workflow graph could not be drawn (%s)", stage, exc)
-            return
         target.parent.mkdir(exist_ok=True)
         temporary = target.with_name(target.name + ".tmp")
         temporary.write_bytes(svg)
