@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from jobs import makeflowlog, services
+from jobs import dispatch, makeflowlog, services
 from jobs.execution import controller, handback
 from jobs.execution.controller import write_stage
 from jobs.execution.folder import JobFolder
@@ -275,3 +275,8 @@ def test_the_admin_graph_page_starts_no_process(make_user, client, running_job):
         response = client.get(f"/admin/jobs/job/{running_job.id}/graph/main.svg")
     assert response.status_code == 200
     assert b"<svg" in response.content
+
+
+def test_celery_sends_a_job_again_to_the_queue_that_dispatch_names(settings):
+    # Retries are published by Celery itself, through its routes: they must agree with dispatch.
+    assert settings.CELERY_TASK_ROUTES[dispatch.RUN_JOB]["queue"] == dispatch.JOB_QUEUE
