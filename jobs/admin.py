@@ -1,7 +1,5 @@
 """The operators' view: jobs, datasets and outputs, with cancel and requeue."""
 
-import subprocess
-
 from django.contrib import admin, messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -9,12 +7,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from . import services
-from .cctools import makeflow
-from .controller import read_stages, read_tasks
+from .execution.folder import GRAPH_MAX_RULES, JobFolder
 from .models import Dataset, Job, JobInput, Output
+from .rules import read_stages, read_tasks
 
-# Beyond this many rules a drawing is slow to make and too dense to read.
-GRAPH_MAX_RULES = 400
 RULES_SHOWN = 200
 
 
@@ -93,11 +89,11 @@ class JobAdmin(admin.ModelAdmin):
         job = get_object_or_404(Job, pk=pk)
         if stage not in read_stages(job)["started"]:
             raise Http404("no such stage")
-        try:
-            svg = makeflow.render_graph(job.directory, f"{stage}.mf.json")
-        except (OSError, subprocess.SubprocessError):
-            raise Http404("the graph could not be drawn") from None
-        return HttpResponse(svg, content_type="image/svg+xml")
+        # Drawn when the stage was written (a page view starts no process).
+        graph = JobFolder.of(job).graph(stage)
+        if not graph.is_file():
+            raise Http404("the graph could not be drawn")
+        return HttpResponse(graph.read_bytes(), content_type="image/svg+xml")
 
     @admin.display(description="rules")
     def rules(self, job: Job):
@@ -134,7 +130,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="workflow graph")
     def graph(self, job: Job):
-        stages = read_stages(job)["started"] if job.directory.exists() else []
+        stages = read_stages(job)["started"]
         if not stages:
             return "-"
         if job.rules_total > GRAPH_MAX_RULES:

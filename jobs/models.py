@@ -168,6 +168,37 @@ class Job(models.Model):
     def can_move(source: str, target: str) -> bool:
         return target in TRANSITIONS.get(source, frozenset())
 
+    @staticmethod
+    def stamped(target: str, fields: dict) -> dict:
+        """`fields` with the times and holder that every move to `target` sets."""
+        fields = dict(fields)
+        now = timezone.now()
+        if target == State.INITIALIZING:
+            fields.setdefault("started_at", now)
+        if target in FINISHED_STATES:
+            fields.setdefault("finished_at", now)
+        if target == State.QUEUED:
+            fields.setdefault("finished_at", None)
+            fields.setdefault("claimed_by", "")
+        return fields
+
+    @classmethod
+    def move(cls, pk, target: str, *, sources, where: dict | None = None, **fields) -> bool:
+        """The one conditional UPDATE of a job's state: from any of `sources` (each checked
+        against TRANSITIONS) to `target`, only while the row still matches `where`.
+
+        Returns whether the row moved; False means someone else moved it first. Raises
+        IllegalTransition if the table forbids one of the moves (a bug, not a race).
+        """
+        sources = frozenset(sources)
+        forbidden = sorted(source for source in sources if not cls.can_move(source, target))
+        if forbidden or not sources:
+            raise IllegalTransition(f"job {pk}: {forbidden} -> {target} is not allowed")
+        changed = cls.objects.filter(pk=pk, state__in=sources, **(where or {})).update(
+            state=target, **cls.stamped(target, fields)
+        )
+        return changed == 1
+
     def transition(self, target: str, *, expect: str | None = None, **fields) -> None:
         """Move to `target` with a conditional UPDATE, so that two writers cannot both win.
 
@@ -177,16 +208,8 @@ class Job(models.Model):
         source = expect or self.state
         if not self.can_move(source, target):
             raise IllegalTransition(f"job {self.id}: {source} -> {target} is not allowed")
-        now = timezone.now()
-        if target == State.INITIALIZING and "started_at" not in fields:
-            fields["started_at"] = now
-        if target in FINISHED_STATES and "finished_at" not in fields:
-            fields["finished_at"] = now
-        if target == State.QUEUED:
-            fields.setdefault("finished_at", None)
-            fields.setdefault("claimed_by", "")
-        changed = Job.objects.filter(pk=self.pk, state=source).update(state=target, **fields)
-        if changed != 1:
+        fields = self.stamped(target, fields)
+        if not self.move(self.pk, target, sources=[source], **fields):
             raise IllegalTransition(f"job {self.id}: no longer {source}, cannot move to {target}")
         self.state = target
         for key, value in fields.items():

@@ -7,7 +7,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from . import dispatch
 from .cctools import catalog, projects
+from .models import Job, State
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +24,7 @@ def _database() -> bool:
 
 
 def _broker() -> bool:
-    from lmweb.celery import app
-
-    try:
-        with app.connection_for_read() as broker:
-            broker.ensure_connection(max_retries=1, timeout=2)
-        return True
-    except Exception:
-        return False
+    return dispatch.broker_reachable()
 
 
 def _catalog() -> bool:
@@ -88,20 +83,11 @@ def catalog_summary() -> dict:
 
 def queue_depth() -> int | None:
     """Job messages waiting for a controller; None when the broker does not answer."""
-    from lmweb.celery import app
-
-    queue = settings.CELERY_TASK_ROUTES["jobs.run_job"]["queue"]
-    try:
-        with app.connection_for_read() as broker:
-            return int(broker.default_channel.client.llen(queue))
-    except Exception:
-        return None
+    return dispatch.queue_length()
 
 
 def job_waiting(job) -> dict | None:
     """Why a job is not making progress yet, in words a user can act on; None if it is."""
-    from .models import Job, State
-
     if job.state == State.QUEUED:
         ahead = Job.objects.filter(state=State.QUEUED, submitted_at__lt=job.submitted_at).count()
         busy = Job.objects.filter(state__in=[State.INITIALIZING, State.RUNNING]).count()

@@ -5,7 +5,6 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 import uuid
 from datetime import timedelta
 from functools import partial
@@ -15,11 +14,13 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Count, F, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import formats, inspection, limits
-from .models import FINISHED_STATES, Dataset, IllegalTransition, Job, JobInput, State
+from . import dispatch, formats, inspection, limits, rules
+from .execution.folder import JobFolder
+from .models import FINISHED_STATES, Dataset, IllegalTransition, Job, JobInput, Output, State
 from .validation import RequestInvalid, validate_request
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,14 @@ class Conflict(Exception):
 
 class TooLarge(Exception):
     """An upload over the configured limit (HTTP 413)."""
+
+
+class LostJob(Exception):
+    """Someone else holds the job now (recovery requeued it): stop without touching its state."""
+
+
+class Canceled(Exception):
+    """The user canceled the job while it ran."""
 
 
 def visible_datasets(user: AbstractBaseUser) -> QuerySet[Dataset]:
@@ -164,10 +173,8 @@ def _job_for_key(owner, key: str, digest: str) -> Job | None:
 def job_enqueue(*, job_id: uuid.UUID) -> bool:
     """Tell a controller about a queued job. A broker outage is logged, not raised: the job is
     stored, and the recovery task sends it again."""
-    from .tasks import run_job
-
     try:
-        run_job.apply_async(args=[str(job_id)], retry=True)
+        dispatch.send_run_job(job_id)
     except Exception:
         log.exception("job %s: could not reach the broker; recovery will send it again", job_id)
         return False
@@ -195,12 +202,12 @@ def job_delete(*, job: Job) -> None:
     """Remove a finished job, its outputs and its folder."""
     if not job.is_finished:
         raise Conflict(f"only finished jobs can be deleted; this one is {job.state}")
-    folder = job.directory
+    folder = JobFolder.of(job)
     with transaction.atomic():
         deleted, _ = Job.objects.filter(pk=job.pk, state=job.state).delete()
         if not deleted:
             raise Conflict("the job changed state; try again")
-        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+        transaction.on_commit(folder.remove)
 
 
 def job_requeue(*, job: Job) -> Job:
@@ -213,6 +220,169 @@ def job_requeue(*, job: Job) -> Job:
     return job
 
 
+# The controller's side of a job's life. Each is one conditional UPDATE, guarded by the states
+# the transition table allows and by the controller that holds the job (`controller`).
+HELD = (State.INITIALIZING, State.RUNNING)
+
+
+def job_claim(*, job_id, controller: str) -> Job | None:
+    """Take a queued job for this controller; None if it is not queued (any more).
+
+    Raises limits.OverLimit, leaving the job QUEUED, while its owner already has
+    LMWEB_USER_MAX_RUNNING jobs running: the task looks again later.
+    """
+    with transaction.atomic():
+        owner_id = (
+            Job.objects.filter(pk=job_id, state=State.QUEUED)
+            .values_list("owner_id", flat=True)
+            .first()
+        )
+        if owner_id is None:
+            return None
+        limits.running_check(owner_id=owner_id)
+        now = timezone.now()
+        moved = Job.move(
+            job_id,
+            State.INITIALIZING,
+            sources=[State.QUEUED],
+            claimed_by=controller,
+            heartbeat_at=now,
+            started_at=Coalesce(F("started_at"), now),
+            attempts=F("attempts") + 1,
+            error_code="",
+            error_message="",
+        )
+    return Job.objects.get(pk=job_id) if moved else None
+
+
+def _why_not_held(job: Job, controller: str) -> Exception:
+    """Canceled if the user canceled the job this controller holds, else LostJob."""
+    job.refresh_from_db()
+    if job.claimed_by == controller and job.state == State.CANCELING:
+        return Canceled()
+    return LostJob()
+
+
+def job_start(*, job: Job, controller: str, stage: str) -> None:
+    """A makeflow of `stage` started: INITIALIZING -> RUNNING, or a heartbeat if it already
+    runs. Raises Canceled or LostJob when the job is no longer this controller's to run."""
+    if job.state != State.INITIALIZING:
+        job_beat(job=job, controller=controller, stage=stage)
+        return
+    now = timezone.now()
+    where = {"claimed_by": controller}
+    if not Job.move(
+        job.pk,
+        State.RUNNING,
+        sources=[State.INITIALIZING],
+        where=where,
+        stage=stage,
+        heartbeat_at=now,
+    ):
+        raise _why_not_held(job, controller)
+    job.state, job.stage, job.heartbeat_at = State.RUNNING, stage, now
+
+
+def job_beat(*, job: Job, controller: str, stage: str, counts: tuple | None = None) -> None:
+    """Store progress and the heartbeat, only while this controller still runs the job."""
+    fields = {"heartbeat_at": timezone.now(), "stage": stage}
+    if counts is not None:
+        total, waiting, running, done, failed = counts
+        fields.update(
+            rules_total=total,
+            rules_waiting=waiting,
+            rules_running=running,
+            rules_done=done,
+            rules_failed=failed,
+        )
+    held = Job.objects.filter(pk=job.pk, claimed_by=controller, state=State.RUNNING)
+    if not held.update(**fields):
+        raise _why_not_held(job, controller)
+
+
+def job_record_manager(*, job: Job, controller: str, project: str = "", port=None) -> None:
+    """Note (or forget) the job's running manager: the worker pool serves only those."""
+    Job.objects.filter(pk=job.pk, claimed_by=controller).update(
+        manager_project=project, manager_port=port
+    )
+
+
+def job_fail(*, job: Job, controller: str, state: str, code: str, message: str) -> None:
+    """Record a failure of the job this controller holds; a canceled one ends CANCELED."""
+    job.refresh_from_db()
+    if job.claimed_by != controller:
+        return
+    if job.state != State.CANCELING and Job.move(
+        job.pk,
+        state,
+        sources=HELD,
+        where={"claimed_by": controller},
+        error_code=code,
+        error_message=message[:20000],
+        claimed_by="",
+    ):
+        return
+    if isinstance(_why_not_held(job, controller), Canceled):
+        job_finish_cancel(job=job, controller=controller)
+        return
+    log.error("job %s: could not record %s (it is %s now)", job.id, state, job.state)
+
+
+def job_hand_back(*, job: Job, controller: str) -> None:
+    """Back to QUEUED without counting the attempt (the controller is shutting down); the
+    rerun resumes from makeflow's log."""
+    with transaction.atomic():
+        moved = Job.move(
+            job.pk,
+            State.QUEUED,
+            sources=HELD,
+            where={"claimed_by": controller},
+            attempts=F("attempts") - 1,
+        )
+        if moved:
+            transaction.on_commit(partial(job_enqueue, job_id=job.id))
+    if moved:
+        log.info("job %s: handed back to the queue (controller shutting down)", job.id)
+    elif isinstance(_why_not_held(job, controller), Canceled):
+        job_finish_cancel(job=job, controller=controller)
+
+
+def job_finish_cancel(*, job: Job, controller: str) -> None:
+    """The controller stopped a canceled job's work: CANCELING -> CANCELED."""
+    if Job.move(
+        job.pk,
+        State.CANCELED,
+        sources=[State.CANCELING],
+        where={"claimed_by": controller},
+        claimed_by="",
+    ):
+        log.info("job %s: canceled", job.id)
+    job.refresh_from_db()
+
+
+def job_complete(*, job: Job, controller: str, outputs: list[dict]) -> None:
+    """Catalog the outputs and end the job COMPLETE. Raises Canceled if the cancel came in as
+    the work finished (the results stand, the cancel is moot), LostJob if it is not ours."""
+    with transaction.atomic():
+        Output.objects.filter(job=job).delete()
+        Output.objects.bulk_create(Output(job=job, **entry) for entry in outputs)
+        moved = Job.move(
+            job.pk,
+            State.COMPLETE,
+            sources=[State.RUNNING],
+            where={"claimed_by": controller},
+            claimed_by="",
+            rules_waiting=0,
+            rules_running=0,
+        )
+    if not moved:
+        job.refresh_from_db()
+        if job.state == State.CANCELING:
+            raise Canceled()
+        raise LostJob()
+    log.info("job %s: complete with %d outputs", job.id, len(outputs))
+
+
 def job_counts() -> dict[str, int]:
     counts = dict.fromkeys(State.values, 0)
     for row in Job.objects.order_by().values("state").annotate(n=Count("id")):
@@ -222,9 +392,7 @@ def job_counts() -> dict[str, int]:
 
 def job_tasks(*, job: Job) -> list[dict]:
     """One entry per makeflow rule of every stage the job has started, in stage order."""
-    from .controller import read_tasks
-
-    return read_tasks(job)
+    return rules.read_tasks(job)
 
 
 def jobs_recover() -> dict[str, int]:
@@ -237,12 +405,15 @@ def jobs_recover() -> dict[str, int]:
     stale_before = now - timedelta(seconds=settings.LMWEB_STALE_SECONDS)
     counts = {"requeued": 0, "failed": 0, "canceled": 0, "resent": 0}
     stale = Job.objects.filter(heartbeat_at__lt=stale_before)
-    for job in stale.filter(state__in=[State.INITIALIZING, State.RUNNING]):
-        same = Job.objects.filter(pk=job.pk, state=job.state, heartbeat_at=job.heartbeat_at)
+    for job in stale.filter(state__in=HELD):
+        where = {"heartbeat_at": job.heartbeat_at}
         if job.attempts >= settings.LMWEB_MAX_ATTEMPTS:
             message = f"the controller was lost {job.attempts} times; giving up"
-            if same.update(
-                state=State.SYSTEM_ERROR,
+            if Job.move(
+                job.pk,
+                State.SYSTEM_ERROR,
+                sources=[job.state],
+                where=where,
                 error_code="controller_lost",
                 error_message=message,
                 finished_at=now,
@@ -252,39 +423,23 @@ def jobs_recover() -> dict[str, int]:
                 log.error("job %s: %s", job.id, message)
             continue
         with transaction.atomic():
-            if same.update(state=State.QUEUED, claimed_by="", heartbeat_at=now):
+            if Job.move(job.pk, State.QUEUED, sources=[job.state], where=where, heartbeat_at=now):
                 counts["requeued"] += 1
                 log.warning("job %s: controller lost (no heartbeat); requeued", job.id)
                 transaction.on_commit(partial(job_enqueue, job_id=job.id))
     counts["resent"] = _resend_lost_messages(now - timedelta(seconds=settings.LMWEB_STALE_SECONDS))
     for job in stale.filter(state=State.CANCELING):
-        same = Job.objects.filter(pk=job.pk, state=State.CANCELING, heartbeat_at=job.heartbeat_at)
-        if same.update(state=State.CANCELED, finished_at=now, claimed_by=""):
+        where = {"heartbeat_at": job.heartbeat_at}
+        if Job.move(
+            job.pk,
+            State.CANCELED,
+            sources=[State.CANCELING],
+            where=where,
+            finished_at=now,
+            claimed_by="",
+        ):
             counts["canceled"] += 1
     return counts
-
-
-def _messages_in_broker(queue: str) -> bytes | None:
-    """Every message waiting in or taken from `queue` (raw bytes), or None if Redis is away."""
-    from lmweb.celery import app
-
-    try:
-        with app.connection_for_read() as connection:
-            client = connection.default_channel.client
-            # Kombu keeps one list per priority step, and delivered-but-unacknowledged
-            # messages in the "unacked" hash until the task acknowledges them.
-            keys = [queue, *(f"{queue}\x06\x16{step}" for step in (3, 6, 9))]
-            waiting = [item for key in keys for item in client.lrange(key, 0, -1)]
-            # A message taken by a worker that then died stays in "unacked" until Redis's
-            # visibility timeout (longer than the longest job): count only recent deliveries.
-            recent = client.zrangebyscore(
-                "unacked_index", time.time() - settings.LMWEB_STALE_SECONDS, "+inf"
-            )
-            taken = [item for item in client.hmget("unacked", recent) if item] if recent else []
-    except Exception:
-        log.warning("recovery: cannot read the broker's queue %s; not resending", queue)
-        return None
-    return b"\n".join(waiting + taken)
 
 
 def _resend_lost_messages(before) -> int:
@@ -300,7 +455,7 @@ def _resend_lost_messages(before) -> int:
     )
     if not candidates:
         return 0
-    messages = _messages_in_broker(settings.CELERY_TASK_ROUTES["jobs.run_job"]["queue"])
+    messages = dispatch.messages_in_queue()
     if messages is None:
         return 0
     resent = 0

@@ -6,38 +6,32 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
+from . import dispatch, services
+from .execution import controller, handback
 from .limits import OverLimit
 
 
 # max_retries=None: a job over its owner's running limit waits as long as the owner's other
 # jobs run (each is bounded by LMWEB_JOB_MAX_SECONDS); it stays QUEUED meanwhile.
-@shared_task(bind=True, name="jobs.run_job", acks_late=True, ignore_result=True, max_retries=None)
+@shared_task(bind=True, name=dispatch.RUN_JOB, acks_late=True, ignore_result=True, max_retries=None)
 def run_job(self, job_id: str) -> None:
-    from .controller import job_run
-
     try:
-        job_run(job_id=job_id)
+        controller.job_run(job_id=job_id)
     except OverLimit as exc:
         # A new message, then this one is acknowledged: the job is never without one.
         raise self.retry(countdown=settings.LMWEB_USER_RETRY_SECONDS, exc=exc) from None
 
 
-@shared_task(name="jobs.recover", ignore_result=True)
+@shared_task(name=dispatch.RECOVER, ignore_result=True)
 def recover() -> dict[str, int]:
-    from .services import jobs_recover
-
-    return jobs_recover()
+    return services.jobs_recover()
 
 
 @worker_shutting_down.connect
 def _hand_back_running_jobs(**kwargs) -> None:
-    from .controller import request_handback
-
-    request_handback(os.getpid())
+    handback.request_handback(os.getpid())
 
 
 @worker_ready.connect
 def _forget_old_hand_back(**kwargs) -> None:
-    from .controller import clear_handback
-
-    clear_handback(os.getpid())
+    handback.clear_handback(os.getpid())

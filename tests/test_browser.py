@@ -1,7 +1,5 @@
 """A person's view: headless Chromium opens a finished job's admin page and sees it drawn."""
 
-import json
-
 import pytest
 from django.test import Client
 from PIL import Image
@@ -10,6 +8,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 import translators
+from jobs.execution.controller import write_stage
+from jobs.execution.folder import JobFolder
 from jobs.models import Job, Output
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,8 +51,9 @@ def finished_job(owner) -> Job:
         {"workflow": "selftest", "params": {"tasks": 3}}, {}, []
     )
     (job.directory / "outputs").mkdir(parents=True)
-    (job.directory / "main.mf.json").write_text(stage.dumps())
-    (job.directory / "stages.json").write_text(json.dumps({"done": ["main"], "started": ["main"]}))
+    folder = JobFolder.of(job)
+    write_stage(folder, stage)  # as the controller writes it: the graph is drawn
+    folder.mark_done(["main"])
     heatmap = job.directory / "outputs" / "heatmap.png"
     Image.linear_gradient("L").resize((320, 200)).save(heatmap)
     Output.objects.create(

@@ -14,8 +14,8 @@ import redis
 from django.conf import settings as django_settings
 
 from jobs import limits
-from jobs.controller import job_claim
 from jobs.models import Job, State
+from jobs.services import job_claim
 from tests.runner.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from .. import inspection, validation
+from .. import inspection, ops, validation
 from ..models import Dataset, Job, Output
 
 
@@ -106,9 +106,7 @@ class JobSerializer(serializers.ModelSerializer):
         # Only on a job's own page: the list would ask the catalog once per job.
         if not self.context.get("detail"):
             return None
-        from ..ops import job_waiting
-
-        return job_waiting(job)
+        return ops.job_waiting(job)
 
     @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
     def get_links(self, job: Job) -> dict[str, str]:

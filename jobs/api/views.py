@@ -5,6 +5,7 @@ import platform
 import celery
 import django
 import django_filters
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import F
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
@@ -22,9 +23,10 @@ import lmweb
 import translators
 from lmweb.logs import job_context
 
-from .. import ops, services
-from ..controller import tool_versions
+from .. import metrics, ops, services
+from ..execution.folder import JobFolder
 from ..models import Dataset, Job, Output, State
+from ..versions import tool_versions
 from .errors import PayloadTooLarge
 from .filters import UtcIsoDateTimeFilter
 from .serializers import (
@@ -72,8 +74,6 @@ class DatasetViewSet(
 
     @extend_schema(request=DatasetUploadSerializer, responses={201: DatasetSerializer})
     def create(self, request, *args, **kwargs):
-        from django.conf import settings
-
         # Refuse before the body is read when the client says how big it is.
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if declared.isdigit() and int(declared) > settings.UPLOAD_MAX_BYTES + 64 * 1024:
@@ -212,7 +212,7 @@ class JobViewSet(
         output = Output.objects.filter(job=job, path=path).first()
         if output is None:
             raise Http404("no such output")
-        file_path = job.directory / "outputs" / output.path
+        file_path = JobFolder.of(job).output(output.path)
         if not file_path.is_file():
             raise Http404("the output file is gone")
         return FileResponse(
@@ -226,7 +226,7 @@ class JobViewSet(
     @action(detail=True, methods=["get"])
     def package(self, request, pk=None):
         job = self.get_object()
-        package = job.directory / "package.zip"
+        package = JobFolder.of(job).package
         if job.state != State.COMPLETE or not package.is_file():
             raise Http404(f"no package: the job is {job.state}")
         return FileResponse(
@@ -262,6 +262,7 @@ class ServiceInfoView(APIView):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
+        versions = tool_versions()
         return Response(
             {
                 "name": "lmweb",
@@ -270,8 +271,8 @@ class ServiceInfoView(APIView):
                     "django": django.get_version(),
                     "celery": celery.__version__,
                     "python": platform.python_version(),
-                    "lmpy": tool_versions().get("specify-lmpy", "unknown"),
-                    "cctools": tool_versions().get("cctools", "unknown"),
+                    "lmpy": versions.get("specify-lmpy", "unknown"),
+                    "cctools": versions.get("cctools", "unknown"),
                 },
                 "workflows": translators.names(),
                 "job_states": services.job_counts(),
@@ -302,6 +303,6 @@ class MetricsView(APIView):
 
     @extend_schema(exclude=True)
     def get(self, request):
-        from ..metrics import render
-
-        return HttpResponse(render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return HttpResponse(
+            metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8"
+        )

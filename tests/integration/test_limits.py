@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from jobs import controller
+from jobs.execution import controller
 from jobs.models import Dataset, Job, State
 from jobs.validation import validate_request
 

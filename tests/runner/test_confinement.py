@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs import controller
 from jobs.cctools import log as makeflowlog
 from jobs.cctools.makeflow import confinement
 from jobs.cctools.workers import start_worker
+from jobs.execution import controller
 
 from .conftest import write_dag
 

@@ -1,0 +1,36 @@
+"""Read-only: what a job's makeflow rules did, from the stage record and makeflow's logs."""
+
+from .cctools import log as makeflowlog
+from .execution.folder import JobFolder, tail
+from .models import Job
+
+
+def read_stages(job: Job) -> dict:
+    return JobFolder.of(job).read_stages()
+
+
+def read_tasks(job: Job) -> list[dict]:
+    """Every rule of every started stage, from makeflow's logs (the source of truth)."""
+    folder = JobFolder.of(job)
+    if not folder.exists():
+        return []
+    tasks = []
+    for stage in folder.read_stages()["started"]:
+        for rule in makeflowlog.read_rules(folder.root, folder.dag(stage)):
+            logs = folder.rule_log(stage, rule)
+            tasks.append(
+                {
+                    "stage": stage,
+                    "rule": rule.rule,
+                    "command": rule.command or "",
+                    "state": rule.state,
+                    "exit_code": rule.exit_code,
+                    "host": rule.host or "",
+                    "attempts": rule.attempts,
+                    "started_at": rule.started_at,
+                    "finished_at": rule.finished_at,
+                    "stdout": tail(logs / f"{rule.rule}.stdout"),
+                    "stderr": tail(logs / f"{rule.rule}.stderr"),
+                }
+            )
+    return tasks
