@@ -9,7 +9,4 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, versions  # noqa: F401  (checks registers the deploy checks)
-
-        # Once per process, before any request: no request starts a process to learn them.
-        versions.load()
+        from . import checks  # noqa: F401  (registers the deploy checks)

@@ -22,7 +22,7 @@ def read_versions() -> dict[str, str]:
 
 
 def load() -> None:
-    """Read the versions now (the app's ready(): once per process, before any request)."""
+    """Read the versions now (lmweb/wsgi.py: once per web process, before any request)."""
     _versions.clear()
     _versions.update(read_versions())
 

@@ -3,6 +3,7 @@ progress, hands a job back on shutdown, stops for a cancel or a lost job, and en
 The same cases run end to end, with real processes, in tests/integration/test_faults.py."""
 
 import datetime as dt
+import importlib
 import os
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from jobs import dispatch, services
+from jobs import dispatch, services, versions
 from jobs.cctools import log as makeflowlog
 from jobs.execution import controller, handback
 from jobs.execution.controller import write_stage
@@ -234,6 +235,19 @@ class TestWrittenStage:
         (folder.root / stage.dag).unlink()
         assert folder.products("main") == sorted(stage.outputs)
 
+    def test_a_record_from_before_stages_carried_outputs_reads_them_from_the_stage_file(
+        self, running_job
+    ):
+        folder = JobFolder.of(running_job)
+        stage = write_stage(folder, self.plan())
+        for name in stage.outputs:
+            (folder.root / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder.root / name).write_text("made")
+        folder.stages_file.write_text('{"done": ["main"], "started": ["main"]}')
+        assert folder.products("main") == sorted(stage.outputs)
+        (folder.root / stage.dag).unlink()
+        assert folder.products("main") == []
+
 
 def test_the_controller_plans_from_the_request_checked_at_submission(running_job, monkeypatch):
     import translators
@@ -258,10 +272,23 @@ def no_process(monkeypatch):
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
+@pytest.fixture
+def web_process_started():
+    """What a web process does as it starts: load lmweb/wsgi.py (which reads the versions)."""
+    import lmweb.wsgi
+
+    versions._versions.clear()
+    importlib.reload(lmweb.wsgi)
+
+
+def test_the_web_process_reads_the_versions_as_it_starts(web_process_started):
+    assert "makeflow version" in versions._versions["cctools"]
+
+
 @pytest.mark.django_db
-def test_service_info_starts_no_process(api, no_process):
+def test_service_info_starts_no_process(web_process_started, api, no_process):
     body = api.get("/api/v1/service-info/").json()
-    assert body["versions"]["cctools"]
+    assert "makeflow version" in body["versions"]["cctools"]
 
 
 @pytest.mark.django_db

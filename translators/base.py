@@ -172,7 +172,7 @@ class Workflow:
         of earlier ones.
         """
         self.validate(request)
-        staged = self._check_staged(request, inputs)
+        staged = self.check_staged(request, inputs)
         params = self.with_defaults(request.get("params"))
         return self.next_stage(params, staged, list(done), dict(produced or {}))
 
@@ -185,7 +185,9 @@ class Workflow:
     ) -> Stage | None:
         raise NotImplementedError
 
-    def _check_staged(self, request: Mapping, inputs: Mapping) -> dict[str, str | list[str]]:
+    def check_staged(self, request: Mapping, inputs: Mapping) -> dict[str, str | list[str]]:
+        """The staged inputs, checked against the request: every input present, relative paths
+        inside the job folder, an extension the input accepts. InvalidRequest otherwise."""
         errors = []
         wanted = set(request.get("inputs", {}))
         if set(inputs) != wanted:

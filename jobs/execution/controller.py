@@ -135,7 +135,8 @@ def stage_inputs(job: Job, folder: JobFolder) -> dict[str, str | list[str]]:
             staged.setdefault(item.name, []).append(relative)  # type: ignore[union-attr]
         else:
             staged[item.name] = relative
-    return staged
+    # Our own paths, checked once before any stage is planned from them.
+    return workflow.check_staged(job.request, staged)
 
 
 def write_stage(folder: JobFolder, planned) -> WrittenStage:

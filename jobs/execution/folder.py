@@ -157,8 +157,14 @@ class JobFolder:
     def products(self, stage: str) -> list[str]:
         """The files a finished stage made: its rules' declared outputs (as recorded when the
         stage was written), folders expanded, relative to the job folder."""
-        declared = self.read_stages()["stages"].get(stage, {}).get("outputs", [])
-        return self.existing_files(declared)
+        known = self.read_stages()["stages"].get(stage)
+        if known is None and (self.root / self.dag(stage)).is_file():
+            # A record from before stages carried their outputs (a job handed back across the
+            # upgrade): read them once from the stage's own makeflow file.
+            known = {
+                "outputs": declared_outputs(json.loads((self.root / self.dag(stage)).read_text()))
+            }
+        return self.existing_files((known or {}).get("outputs", []))
 
     def existing_files(self, names) -> list[str]:
         files = set()
