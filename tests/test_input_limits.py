@@ -12,9 +12,9 @@ from django.conf import settings
 
 import translators
 from jobs import inspection
+from tests.support.factories import upload
 
 from . import synthetic
-from .conftest import upload
 from .test_settings import start as start_django
 
 BG_HYP = synthetic.bg_hypothesis_bytes()  # one polygon shapefile: extension -> bytes

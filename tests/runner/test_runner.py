@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs import makeflowlog, runner
+from tests.support.ports import free_port
 
 from .conftest import logged_rule, wait_until, write_dag
 
@@ -485,8 +486,6 @@ def _listen_addresses(port: int) -> set[str]:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # noqa: S104 (on purpose)
 def test_the_catalog_server_listens_where_configured(tmp_path, host):
-    from .conftest import free_port
-
     port = free_port()
     server = runner.start_catalog_server(
         port=port, host=host, history_dir=tmp_path / "history", log_path=tmp_path / "log"
