@@ -188,9 +188,7 @@ class Stack:
         submitted before would wait for the pool)."""
         banners = self.log("workers").count(BANNER)
         self.start("workers", *args)
-        self._wait(
-            "workers", lambda: self.log("workers").count("workers: up to") > banners, timeout
-        )
+        self._wait("workers", lambda: self.log("workers").count(BANNER) > banners, timeout)
 
 
 def _answers(catalog: str) -> bool:
