@@ -140,7 +140,7 @@ def test_the_retry_count_bounds_the_attempts(procs, workdir, tmp_path):
 
 
 def test_stop_mid_run_leaves_no_makeflow_orted_or_task_and_the_log_ends_aborted(
-    procs, workdir, tmp_path
+    procs, workdir, tmp_path, caplog
 ):
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -157,14 +157,12 @@ def test_stop_mid_run_leaves_no_makeflow_orted_or_task_and_the_log_ends_aborted(
     assert run.makeflow in own
     workers = list(run.workers)
 
-    started = time.monotonic()
     code = run.stop(grace=10)
-    took = time.monotonic() - started
-    print(f"stop took {took:.2f} s")
 
-    # Makeflow notices SIGTERM only when its 5-second wait for Work Queue returns.
+    # Makeflow notices SIGTERM only when its 5-second wait for Work Queue returns; it then
+    # exits by itself (1) within the grace: never SIGKILLed (-9), never said to ignore SIGTERM.
     assert code == 1
-    assert took < 7
+    assert "ignored SIGTERM" not in caplog.text
     wait_until(lambda: not any(runner.is_alive(p) for p in tasks if p), timeout=5)
     assert not any(runner.is_alive(p) for p in own)
     assert all(worker.poll() is not None for worker in workers)
@@ -239,26 +237,29 @@ def test_two_makeflows_started_at_the_same_moment_both_come_up(procs, tmp_path):
         assert makeflowlog.outcome(follow_to_end(run)) == "success"
 
 
-def test_start_gives_up_after_its_retries_when_no_port_is_free(procs, workdir):
+def test_start_gives_up_after_its_retries_when_no_port_is_free(procs, workdir, caplog):
     dag = write_dag(workdir, [logged_rule("r", "true", [])])
     with socket.socket() as busy:
         busy.bind(("", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        started = time.monotonic()
-        with pytest.raises(runner.StartupError, match="Could not create work_queue"):
+        with pytest.raises(runner.StartupError, match="Could not create work_queue") as raised:
             procs.start(workdir, dag, port_range=(port, port), attempts=3)
-    assert time.monotonic() - started < 10
+    # Three starts, each logged, then it gave up.
+    assert "after 3 attempts" in str(raised.value)
+    assert [f"start {n}/3 failed" in caplog.text for n in (1, 2, 3, 4)] == [True, True, True, False]
     assert not (workdir / f"{dag}.makeflowlog").exists()
 
 
-def test_a_broken_workflow_fails_at_once_with_makeflow_words(procs, workdir):
+def test_a_broken_workflow_fails_at_once_with_makeflow_words(procs, workdir, caplog):
     (workdir / "broken.mf.json").write_text('{"rules": [ {"command": ')
-    started = time.monotonic()
     # Makeflow raises SIGTERM on itself (143 in a shell).
-    with pytest.raises(runner.StartupError, match=r"exit code -15: .*parse error"):
+    with pytest.raises(runner.StartupError, match=r"exit code -15: .*parse error") as raised:
         procs.start(workdir, "broken.mf.json", attempts=3)
-    assert time.monotonic() - started < 3, "a parse error is not retried"
+    # A parse error is not retried: the first start's failure is final (its twin above shows
+    # that retries are logged and counted).
+    assert "attempts" not in str(raised.value)
+    assert "start 1/3 failed" not in caplog.text, "a parse error is not retried"
 
 
 def test_a_worker_with_a_wrong_password_never_runs_a_task(procs, workdir, tmp_path):
@@ -405,14 +406,19 @@ def test_the_direct_pool_serves_a_new_manager_within_seconds(procs, workdir, tmp
     pool = small_pool(procs, deployment, tmp_path)
     try:
         run = procs.start(workdir, dag, project=runner.project_name(deployment, "job"))
-        started = []
+        started, shown = [], []
         while run.poll() is None:
+            # Whether the catalog showed the manager with work before this step.
+            records = runner.managers(procs.catalog, run.project)
+            shown.append(any(r.get("tasks_waiting") or r.get("tasks_running") for r in records))
             started.append(pool.step())
             time.sleep(0.2)
             assert time.time() - run.started_at < 20
         assert sum(started) == 2, "two workers for this manager, not one per step"
+        # Served at once: by the first step that saw its work, not a later round.
+        assert True in shown, "the catalog never showed the manager's work"
+        assert sum(started[: shown.index(True) + 1]) >= 1, (shown, started)
         rules = makeflowlog.read_rules(workdir, dag)
-        assert min(r.started_at.timestamp() for r in rules) - run.started_at < 2.0
         assert {r.state for r in rules} == {"complete"}
         # Its workers left with their manager, and its stale record starts nothing new.
         wait_until(lambda: pool.step() == 0 and not pool._reap(), timeout=10)
