@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # TEST_DATABASE_URL / TEST_BROKER_URL name servers to use.
 TEST_SERVICES = urls=$$(scripts/test-services.sh) && eval "$$urls"
 
-.PHONY: setup setup-test run demo test bench lint format migrate
+.PHONY: setup setup-test run demo test test-fast bench lint format migrate
 
 setup:
 	@scripts/setup.sh
@@ -30,6 +30,13 @@ setup-test: setup
 test: setup-test lint
 	@$(TEST_SERVICES) && set -x && \
 	DATABASE_URL=$$TEST_DATABASE_URL CELERY_BROKER_URL=$$TEST_BROKER_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop: no real CCTools, Celery or Work Queue processes (-m "not integration"), no
+# browser, and the test database kept between runs (--create-db in PYTEST_ARGS after a migration).
+test-fast: setup-test
+	@$(TEST_SERVICES) && set -x && \
+	DATABASE_URL=$$TEST_DATABASE_URL CELERY_BROKER_URL=$$TEST_BROKER_URL $(PY) -m pytest \
+	  -m "not integration" --ignore=tests/test_browser.py --reuse-db $(PYTEST_ARGS)
 
 # Every layer against its bare baseline, side by side (about 12 minutes); see README, Performance.
 bench: setup-test

@@ -1,13 +1,15 @@
 """Shared fixtures: users with tokens, API clients, a private data directory per test."""
 
-import io
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from jobs.cctools.catalog import start_catalog_server, wait_for_catalog
 from jobs.cctools.processes import stop_process
+from tests.support import factories
+from tests.support.factories import upload
+from tests.support.payloads import TREE, lmm_bytes
+from tests.support.ports import free_port
 
 # Tests make their inputs (tests/synthetic.py); those that also check the real sample data read it
 # from LMWEB_SAMPLE_DATA only (tests.synthetic.sample_data) and skip without it.
@@ -22,25 +24,12 @@ def data_dir(settings, tmp_path) -> Path:
 
 
 @pytest.fixture
-def make_user(db, django_user_model):
-    def make(username: str, *, staff: bool = False):
-        return django_user_model.objects.create_user(
-            username=username, password="pw-" + username, is_staff=staff
-        )
-
-    return make
+def make_user(db):
+    return factories.make_user
 
 
 def _client_for(user):
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
-
-    client = APIClient()
-    if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    client.user = user
-    return client
+    return factories.token_client(user)
 
 
 @pytest.fixture
@@ -63,26 +52,6 @@ def anon_api(db, data_dir):
     return _client_for(None)
 
 
-def upload(client, filename: str, content: bytes, **extra):
-    """POST a file to /api/v1/datasets/ the way a user's multipart client would."""
-    handle = io.BytesIO(content)
-    handle.name = filename
-    return client.post("/api/v1/datasets/", {"file": handle, **extra}, format="multipart")
-
-
-def lmm_bytes() -> bytes:
-    """A tiny but real lmpy matrix: a zip with headers.json and data.npz."""
-    import numpy as np
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("headers.json", '{"0": [[0, 0.5, 0.5]], "1": ["sp_a", "sp_b"]}')
-        npz = io.BytesIO()
-        np.savez_compressed(npz, data=np.array([[1, 0]]))
-        archive.writestr("data.npz", npz.getvalue())
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def pam_dataset(api):
     response = upload(api, "pam.lmm", lmm_bytes())
@@ -92,7 +61,7 @@ def pam_dataset(api):
 
 @pytest.fixture
 def tree_dataset(api):
-    response = upload(api, "tree.tre", b"((sp_a:1,sp_b:1):1);\n")
+    response = upload(api, "tree.tre", TREE)
     assert response.status_code == 201, response.content
     return response.json()
 
@@ -127,8 +96,6 @@ def _fast_passwords(settings):
 @pytest.fixture(scope="session")
 def catalog(tmp_path_factory):
     """A private catalog server on a free port, for the whole session: "127.0.0.1:PORT"."""
-    from tests.runner.conftest import free_port
-
     folder = tmp_path_factory.mktemp("catalog")
     port = free_port()
     server = start_catalog_server(

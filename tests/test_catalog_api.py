@@ -8,6 +8,7 @@ import pytest
 from jobs.execution.controller import write_stage
 from jobs.execution.folder import JobFolder
 from jobs.models import Job
+from tests.support.ports import free_port
 
 
 @pytest.mark.django_db
@@ -127,8 +128,6 @@ def test_healthz_answers_without_credentials(client, catalog, settings, data_dir
 
 @pytest.mark.django_db
 def test_healthz_names_a_catalog_that_does_not_answer(client, settings, data_dir):
-    from tests.runner.conftest import free_port
-
     settings.LMWEB_CATALOG = f"127.0.0.1:{free_port()}"
     response = client.get("/healthz")
     assert response.status_code == 503

@@ -5,9 +5,10 @@ import hashlib
 import pytest
 
 from jobs.models import Dataset
+from tests.support.factories import upload
+from tests.support.payloads import lmm_bytes
 
 from . import synthetic
-from .conftest import lmm_bytes, upload
 
 
 def stored_files(data_dir):

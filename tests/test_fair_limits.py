@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from jobs import limits
 from jobs.models import Job, State
 from jobs.services import job_claim
-from tests.runner.conftest import free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"workflow": "selftest", "name": "small", "params": {"tasks": 2, "seconds": 0}}

@@ -19,9 +19,10 @@ from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 import translators
 from jobs import services
 from jobs.models import Dataset, Job, JobInput, Output, State
+from tests.support.factories import upload
+from tests.support.payloads import lmm_bytes
 
 from . import synthetic
-from .conftest import lmm_bytes, upload
 
 JOBS = "/api/v1/jobs/"
 DATASETS = "/api/v1/datasets/"

@@ -8,9 +8,10 @@ from django.conf import settings
 
 from jobs import inspection
 from jobs.models import Dataset, Job
+from tests.support.factories import upload
+from tests.support.payloads import lmm_bytes
 
 from . import synthetic
-from .conftest import lmm_bytes, upload
 
 LIMITS = inspection.Limits.from_settings(settings)
 

@@ -18,10 +18,10 @@ import requests
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from tests.runner.conftest import free_port
+from tests.support.payloads import lmm_bytes
+from tests.support.ports import free_port
 
 from . import synthetic
-from .conftest import lmm_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024**2

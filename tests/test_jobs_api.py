@@ -9,8 +9,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs.models import Job, JobInput, State
-
-from .conftest import lmm_bytes, upload
+from tests.support.factories import upload
+from tests.support.payloads import lmm_bytes
 
 SELFTEST = {"workflow": "selftest", "name": "smoke", "params": {"tasks": 3, "seconds": 0}}
 

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.core import NOT_SET
 
-from tests.conftest import lmm_bytes
-from tests.runner.conftest import free_port
+from tests.support.payloads import lmm_bytes
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIES_PAM = {

@@ -16,7 +16,7 @@ import requests
 from rest_framework.authtoken.models import Token
 
 from tests import test_catalog_api, test_datasets_api, test_jobs_api
-from tests.runner.conftest import free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

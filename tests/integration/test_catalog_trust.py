@@ -7,6 +7,7 @@ import pytest
 from jobs.cctools.catalog import query_catalog
 from jobs.models import Job
 from tests.runner.test_catalog_trust import Listener, advertise, forged_records
+from tests.support.payloads import selftest
 
 from .conftest import wait_for, wait_until_finished
 from .test_execution import submit
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 def test_forged_catalog_records_get_no_worker_while_the_job_gets_its_own(live, report):
     stack = live.stack
-    job = submit(live, {"workflow": "selftest", "params": {"tasks": 3, "seconds": 2}})
+    job = submit(live, selftest(3, 2))
     running = Job.objects.filter(pk=job["id"], state="RUNNING", manager_port__isnull=False)
     row = wait_for(running.first, timeout=60)
     # The controller recorded the manager the catalog lists (its project has the width hint).

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import upload
+from tests.support.payloads import selftest
 
 from .conftest import wait_for, wait_until_finished
 
@@ -36,7 +37,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 def test_a_selftest_job_completes_with_outputs_tasks_and_a_package(live):
-    job = submit(live, {"workflow": "selftest", "params": {"tasks": 4, "seconds": 0.2}})
+    job = submit(live, selftest(4, 0.2))
     done = wait_until_finished(live, job["id"], timeout=120)
     assert done["state"] == "COMPLETE", done
     assert done["progress"]["total"] == 5 and done["progress"]["done"] == 5
@@ -68,7 +69,7 @@ def test_a_selftest_job_completes_with_outputs_tasks_and_a_package(live):
 
 
 def test_a_failing_rule_gives_executor_error_with_its_exit_code_and_stderr(live):
-    body = {"workflow": "selftest", "params": {"tasks": 3, "seconds": 0, "fail": 1}}
+    body = selftest(3, 0, fail=1)
     job = submit(live, body)
     done = wait_until_finished(live, job["id"], timeout=120)
     assert done["state"] == "EXECUTOR_ERROR", done
@@ -87,7 +88,7 @@ def test_a_failing_rule_gives_executor_error_with_its_exit_code_and_stderr(live)
 
 
 def test_cancel_mid_run_stops_makeflow_and_its_tasks(live):
-    job = submit(live, {"workflow": "selftest", "params": {"tasks": 3, "seconds": 97.125}})
+    job = submit(live, selftest(3, 97.125))
     project = f"lmweb-{live.stack.deployment}-{job['id']}"
     wait_for(
         lambda: live.get(f"/api/v1/jobs/{job['id']}/").json()["progress"]["running"] > 0,

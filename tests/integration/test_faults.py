@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs.models import Job
+from tests.support.payloads import selftest
 
 from .conftest import wait_for, wait_until_finished
 from .test_execution import submit
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 def test_a_controller_stopped_with_sigterm_hands_its_job_back_unfailed(live, report):
     stack = live.stack
-    job = submit(live, {"workflow": "selftest", "params": {"tasks": 6, "seconds": 2}})
+    job = submit(live, selftest(6, 2))
     wait_for(lambda: Job.objects.get(pk=job["id"]).rules_done >= 1, timeout=60)
     stack.stop("controller")  # SIGTERM: a warm shutdown
     handed_back = Job.objects.get(pk=job["id"])
@@ -53,10 +54,7 @@ def rule_runs(client, job_id: str) -> list[int]:
 
 def test_kill_9_of_the_controller_in_the_middle_of_10_jobs_loses_nothing(live, report):
     stack = live.stack
-    jobs = [
-        submit(live, {"workflow": "selftest", "params": {"tasks": 3, "seconds": 1.5}})["id"]
-        for _ in range(10)
-    ]
+    jobs = [submit(live, selftest(3, 1.5))["id"] for _ in range(10)]
     wait_for(lambda: Job.objects.filter(pk__in=jobs, rules_done__gte=1).count() >= 2, timeout=90)
     running = Job.objects.filter(pk__in=jobs, state__in=["INITIALIZING", "RUNNING"]).count()
     stack.kill("controller")
@@ -74,7 +72,7 @@ def test_kill_9_of_the_controller_in_the_middle_of_10_jobs_loses_nothing(live, r
 
 
 def test_kill_9_of_a_work_queue_worker_mid_rule_loses_nothing(live, report):
-    job = submit(live, {"workflow": "selftest", "params": {"tasks": 3, "seconds": 4.25}})
+    job = submit(live, selftest(3, 4.25))
     wait_for(lambda: pids_of("4.25"), timeout=60)
     victims = pids_of("work_queue_worker")
     assert victims
@@ -85,7 +83,7 @@ def test_kill_9_of_a_work_queue_worker_mid_rule_loses_nothing(live, report):
 
 
 def test_kill_9_of_makeflow_is_resumed_from_its_log(live, report):
-    job = submit(live, {"workflow": "selftest", "params": {"tasks": 4, "seconds": 2}})
+    job = submit(live, selftest(4, 2))
     project = f"lmweb-{live.stack.deployment}-{job['id']}"
     wait_for(lambda: Job.objects.get(pk=job["id"]).rules_done >= 1, timeout=60)
     # Makeflow itself, not the bubblewrap around it (whose command line names it too).

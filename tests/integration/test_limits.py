@@ -5,8 +5,10 @@ import time
 import pytest
 
 from jobs.execution import controller
-from jobs.models import Dataset, Job, State
+from jobs.models import Dataset, State
 from jobs.validation import validate_request
+from tests.support.factories import make_job
+from tests.support.payloads import selftest
 
 from .conftest import wait_until_finished
 
@@ -21,9 +23,7 @@ def submit(client, body) -> dict:
 
 def test_a_rule_over_its_memory_ends_the_job_naming_the_rule_and_the_limit(live):
     # selftest tasks declare 64 MB; this one fills 300 MB on its worker.
-    job = submit(
-        live, {"workflow": "selftest", "params": {"tasks": 1, "seconds": 1, "memory_mb": 300}}
-    )
+    job = submit(live, selftest(1, 1, memory_mb=300))
     done = wait_until_finished(live, job["id"], timeout=120)
     assert done["state"] == "EXECUTOR_ERROR", done
     message = done["error"]["message"]
@@ -31,20 +31,16 @@ def test_a_rule_over_its_memory_ends_the_job_naming_the_rule_and_the_limit(live)
     assert "over its limit of 64 MB (memory)" in message
 
     # Its twin within the limit completes.
-    twin = submit(
-        live, {"workflow": "selftest", "params": {"tasks": 1, "seconds": 0.2, "memory_mb": 16}}
-    )
+    twin = submit(live, selftest(1, 0.2, memory_mb=16))
     assert wait_until_finished(live, twin["id"], timeout=120)["state"] == "COMPLETE"
 
 
 def test_a_job_over_lmweb_job_max_seconds_is_stopped_and_says_so(live, settings):
     # The controller runs in this process, with a 3-second limit: a job stored without a broker
     # message, so that the stack's own controller never takes it.
-    request = {"workflow": "selftest", "params": {"tasks": 2, "seconds": 60}}
+    request = selftest(2, 60)
     valid = validate_request(request, datasets=Dataset.objects.none())
-    job = Job.objects.create(
-        owner=live.user, workflow="selftest", name="", tags={}, request=valid.request
-    )
+    job = make_job(live.user, name="", tags={}, request=valid.request)
     settings.JOB_MAX_SECONDS = 3
     started = time.monotonic()
     controller.job_run(job_id=str(job.id))

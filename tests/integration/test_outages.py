@@ -2,13 +2,8 @@
 PostgreSQL is reached through a TCP relay that the test cuts. The web runs as its own process."""
 
 import contextlib
-import os
 import secrets
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,11 +12,10 @@ import requests
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from jobs.cctools.catalog import start_catalog_server
-from jobs.cctools.processes import stop_process
-from tests.runner.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.stack import QUICK_RECOVERY, Stack
 
-from .conftest import FINISHED, ROOT, wait_for
+from .conftest import FINISHED, database_url, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -84,104 +78,43 @@ class Relay:
                 link.close()
 
 
-class MiniStack:
-    def __init__(self, root, database_name):
-        self.root = root
-        self.redis_port = free_port()
-        self.web_port = free_port()
-        self.catalog_port = free_port()
+class MiniStack(Stack):
+    """The stack with a Redis of its own and PostgreSQL through a relay, so both can fail."""
+
+    def __init__(self, root):
         database = connection.settings_dict
         self.relay = Relay((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)))
-        self.env = dict(os.environ)
-        self.env.update(
-            DATABASE_URL=(
-                f"postgres://{database['USER']}@127.0.0.1:{self.relay.port}/{database_name}"
-            ),
-            CELERY_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0",
-            LMWEB_DATA_DIR=str(root / "data"),
-            LMWEB_CATALOG=f"127.0.0.1:{self.catalog_port}",
-            LMWEB_WQ_PASSWORD_FILE=str(root / "wq.password"),
-            LMWEB_DEPLOYMENT=f"o{secrets.token_hex(3)}",
-            LMWEB_SCRATCH_DIR=str(root / "scratch"),
-            LMWEB_POLL_MILLISECONDS="250",
-            LMWEB_HEARTBEAT_SECONDS="1",
-            LMWEB_STALE_SECONDS="8",
-            LMWEB_RECOVER_SECONDS="2",
-            DEBUG="0",
-            LMWEB_HTTPS="0",
-            PATH=f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}",
+        super().__init__(
+            root,
+            database_url=database_url(database["NAME"], via=self.relay.port),
+            broker_url=None,  # its own Redis
+            deployment=f"o{secrets.token_hex(3)}",
+            controllers=2,
+            env={**QUICK_RECOVERY, "DEBUG": "0", "LMWEB_HTTPS": "0"},
         )
-        (root / "wq.password").write_text(secrets.token_hex(16) + "\n")
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.headers: dict[str, str] = {}
 
-    def start(self, name, args):
-        log = (self.root / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True
-        )
-
-    def start_redis(self):
-        (self.root / "redis").mkdir(exist_ok=True)
-        redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.start(
-            "redis",
-            [redis_server, "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--dir", str(self.root / "redis"), "--appendonly", "yes",
-             "--appendfsync", "always", "--save", ""],
-        )  # fmt: skip
-        wait_for(lambda: _answers(self.redis_port), timeout=10)
-
-    def kill(self, name):
-        popen = self.processes.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait(timeout=10)
-
-    def stop_all(self):
-        for name in list(self.processes):
-            popen = self.processes.pop(name)
-            stop_process(popen, grace=10)
+    def close(self, grace: float = 10) -> None:
+        super().close(grace)
         self.relay.down()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.web_port}"
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def mini(transactional_db, tmp_path, make_user):
-    stack = MiniStack(tmp_path, connection.settings_dict["NAME"])
-    stack.relay.up()
-    stack.start_redis()
-    catalog = start_catalog_server(
-        port=stack.catalog_port, history_dir=tmp_path / "catalog", log_path=tmp_path / "cat.log"
-    )
-    python = sys.executable
-    celery = [str(ROOT / "scripts" / "keep-running"), python, "-m", "celery", "-A", "lmweb"]
-    bind = f"127.0.0.1:{stack.web_port}"
-    stack.start("web", [python, "-m", "gunicorn", "lmweb.wsgi", "-b", bind, "-w", "2", "-t", "60"])
-    worker = [*celery, "worker", "--without-gossip", "--without-mingle"]
-    stack.start("controller", [*worker, "-Q", "lmweb-jobs", "-c", "2", "-n", "c@%h"])
-    stack.start("housekeeper", [*worker, "-Q", "lmweb", "-c", "1", "-n", "h@%h"])
-    stack.start("scheduler", [*celery, "beat", "-s", str(tmp_path / "beat")])
-    stack.start("workers", [python, "manage.py", "lmweb_workers", "--no-factory",
-                            "--max-workers", "2"])  # fmt: skip
-    user = make_user(f"outage-{secrets.token_hex(3)}")
-    stack.headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
-    wait_for(lambda: _answers(stack.web_port), timeout=30)
+    stack = MiniStack(tmp_path)
     try:
+        stack.relay.up()
+        stack.start_redis()
+        stack.start_catalog()
+        stack.start_web("--timeout", "60")
+        for name in ("controller", "housekeeper", "scheduler"):
+            stack.start(name)
+        stack.start_workers("--no-factory", "--max-workers", "2")
+        user = make_user(f"outage-{secrets.token_hex(3)}")
+        stack.headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
         yield stack
     finally:
-        stack.stop_all()
-        stop_process(catalog, grace=2)
+        stack.close()
 
 
 def _get(stack, path, timeout=10):
@@ -210,7 +143,7 @@ def _wait_finished(stack, job_id, timeout):
     try:
         return wait_for(finished, timeout, interval=1)
     except AssertionError:
-        logs = (stack.root / "controller.log").read_text(errors="replace")[-3000:]
+        logs = stack.log("controller")[-3000:]
         raise AssertionError(f"job {job_id} did not finish in {timeout} s\n{logs}") from None
 
 

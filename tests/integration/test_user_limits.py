@@ -1,14 +1,15 @@
 """The running limit per user holds with the real Celery controller: one user's extra jobs wait
 QUEUED (not failed, not lost) while another user's job runs."""
 
-import sys
 import time
 
 import pytest
 
 from jobs.models import Job, State
+from tests.support.factories import token_client
+from tests.support.payloads import selftest
 
-from .conftest import FINISHED, ROOT
+from .conftest import FINISHED
 
 pytestmark = pytest.mark.integration
 
@@ -18,34 +19,18 @@ ACTIVE = {State.INITIALIZING, State.RUNNING, State.CANCELING}
 @pytest.fixture
 def limited_controller(stack, live):
     """The stack's controller, replaced by one that runs at most 1 job per user (3 slots)."""
-    from django.db import connection
-
     stack.stop("controller")
-    env = stack.env(connection.settings_dict["NAME"])
-    env.update(LMWEB_USER_MAX_RUNNING="1", LMWEB_USER_RETRY_SECONDS="1")
-    keep = str(ROOT / "scripts" / "keep-running")
-    stack.start(
-        "limited-controller",
-        [keep, sys.executable, "-m", "celery", "-A", "lmweb", "worker", "-l", "INFO",
-         "--without-gossip", "--without-mingle", "-Q", "lmweb-jobs", "-c", "3",
-         "-n", "limited@%h", "-O", "fair"],
-        env,
-    )  # fmt: skip
+    stack.start("controller", env={"LMWEB_USER_MAX_RUNNING": "1", "LMWEB_USER_RETRY_SECONDS": "1"})
     try:
         yield
     finally:
-        stack.stop("limited-controller")
-        stack.restart("controller")
+        stack.stop("controller")
+        stack.start("controller")
 
 
 def test_a_user_never_has_more_running_jobs_than_the_limit(live, limited_controller, make_user):
-    from rest_framework.authtoken.models import Token
-    from rest_framework.test import APIClient
-
-    other = make_user("other-researcher")
-    other_api = APIClient()
-    other_api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=other).key}")
-    body = {"workflow": "selftest", "params": {"tasks": 2, "seconds": 1}}
+    other_api = token_client(make_user("other-researcher"))
+    body = selftest(2, 1)
     mine = [live.post("/api/v1/jobs/", body).json()["id"] for _ in range(3)]
     theirs = other_api.post("/api/v1/jobs/", body).json()["id"]
 

@@ -2,9 +2,7 @@
 
 import json
 import secrets
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,33 +11,8 @@ from jobs.cctools.makeflow import MakeflowRun, prepare_resume, start_makeflow
 from jobs.cctools.processes import stop_process
 from jobs.cctools.projects import project_name
 from jobs.cctools.workers import WorkerSpec
-
-
-def free_port() -> int:
-    """A port free for the catalog server, which also takes UDP port and TCP port + 1."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        try:
-            with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                tcp.bind(("127.0.0.1", port + 1))
-                udp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+from tests.support.ports import free_port  # noqa: F401 (the runner tests import it from here)
+from tests.support.waiting import wait_until  # noqa: F401 (the runner tests import it from here)
 
 
 def write_dag(workdir: Path, rules: list[dict], name: str = "test.mf.json") -> str:

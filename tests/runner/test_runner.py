@@ -194,7 +194,15 @@ def test_resume_after_sigkill_skips_completed_rules(procs, workdir, tmp_path):
     run = procs.start(workdir, dag)
     run.add_workers(1, procs.spec())
     follower = makeflowlog.LogFollower(run.paths.makeflowlog)
-    wait_until(lambda: follower.update().complete >= 2, timeout=15)
+
+    def two_done_and_the_rule_in_flight_begun() -> bool:
+        # Makeflow logs a rule running when it hands it to the worker, before its shell runs:
+        # killed in between, that attempt would leave no marker (it failed here under load).
+        progress = follower.update()
+        running = [node for node, state in follower.states.items() if state == "running"]
+        return progress.complete >= 2 and all(runs_of(markers, f"r{n}") for n in running)
+
+    wait_until(two_done_and_the_rule_in_flight_begun, timeout=15)
     os.killpg(run.pid, signal.SIGKILL)
     assert run.wait(timeout=5) == -signal.SIGKILL
     done_before = {node for node, state in follower.states.items() if state == "complete"}
