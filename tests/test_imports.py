@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +82,31 @@ def test_each_jobs_module_imports_first_in_a_fresh_interpreter(module):
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def circles(graph) -> list[tuple[str, str]]:
+    """Every pair of our modules where one imports the other and the other leads back to it."""
+    found = []
+    for importer in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(importer)):
+            if imported.split(".")[0] not in OWN_PACKAGES or imported == importer:
+                continue
+            if graph.chain_exists(importer=imported, imported=importer):
+                found.append((importer, imported))
+    return found
+
+
+def test_our_packages_have_no_import_circle():
+    graph = grimp.build_graph(*OWN_PACKAGES)
+    assert circles(graph) == []
+
+
+def test_the_circle_check_finds_a_circle_through_a_third_module():
+    graph = grimp.ImportGraph()
+    for module in ("jobs.a", "jobs.b", "jobs.c"):
+        graph.add_module(module)
+    graph.add_import(importer="jobs.a", imported="jobs.b")
+    graph.add_import(importer="jobs.b", imported="jobs.c")
+    assert circles(graph) == []
+    graph.add_import(importer="jobs.c", imported="jobs.a")
+    assert circles(graph) == [("jobs.a", "jobs.b"), ("jobs.b", "jobs.c"), ("jobs.c", "jobs.a")]
