@@ -1,6 +1,7 @@
 """The compose file, checked against the settings: no engine runs here, so we read it."""
 
 import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -123,3 +124,46 @@ def test_flower_reads_its_login_from_the_environment():
     assert SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith(
         "${FLOWER_BASIC_AUTH:?"
     )
+
+
+def celery_options(command: str) -> list[str]:
+    """The options of the `celery -A lmweb worker|beat ...` in a command, concurrency and log
+    locations left out (each place sizes and places them its own way)."""
+    # Compose wraps some in `sh -c "..."`: the closing quote is not part of the options.
+    text = command.split("celery -A lmweb ", 1)[1].split("&")[0].strip()
+    if text.count('"') % 2:
+        text = text.removesuffix('"')
+    words = shlex.split(text)
+    kept, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in {"-c", "-s", "-l", "--port"} or word.startswith("--port="):
+            skip = not word.startswith("--port=")
+        else:
+            kept.append(word)
+    return kept
+
+
+PROCFILE = {
+    name: line.split(": ", 1)[1]
+    for name, line in (
+        (text.split(":", 1)[0], text)
+        for text in (ROOT / "Procfile").read_text().splitlines()
+        if text and not text.startswith("#")
+    )
+}
+
+
+def test_compose_runs_the_controller_and_the_housekeeper_as_the_procfile_does():
+    assert celery_options(SERVICES["controller"]["command"]) == celery_options(
+        PROCFILE["controller"]
+    )
+    housekeeper = SERVICES["scheduler"]["command"].split("& exec ", 1)[1]
+    assert celery_options(housekeeper) == celery_options(PROCFILE["housekeeper"])
+    assert celery_options(SERVICES["scheduler"]["command"]) == celery_options(PROCFILE["scheduler"])
+
+
+def test_the_drift_check_sees_a_queue_that_differs():
+    changed = PROCFILE["controller"].replace("-Q lmweb-jobs", "-Q lmweb")
+    assert celery_options(changed) != celery_options(SERVICES["controller"]["command"])
