@@ -1,0 +1,63 @@
+"""Workers supplied through Slurm: `work_queue_factory -T slurm` submits them with sbatch to a
+single-node cluster that the test starts (tests/support/slurm.py) and tears down."""
+
+import secrets
+
+import pytest
+
+from jobs.cctools import log as makeflowlog
+from jobs.cctools.catalog import managers
+from jobs.cctools.processes import stop_process
+from jobs.cctools.projects import project_name
+from tests.support.slurm import SingleNodeSlurm
+
+from .conftest import logged_rule, wait_until, write_dag
+from .test_runner import follow_to_end
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def slurm(tmp_path_factory):
+    # A short path: the munge socket's must fit in 108 bytes.
+    with SingleNodeSlurm(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+def test_the_factory_runs_a_makeflows_rules_on_workers_that_slurm_started(
+    procs, workdir, tmp_path, slurm
+):
+    deployment = f"slurm{secrets.token_hex(3)}"
+    rules = [
+        logged_rule(f"r{i}", f'echo "$SLURM_JOB_ID" > r{i}.job', [f"r{i}.job"]) for i in range(3)
+    ]
+    dag = write_dag(workdir, rules)
+    run = procs.start(workdir, dag, project=project_name(deployment, "job"))
+    wait_until(lambda: managers(procs.catalog, run.project), timeout=5)
+    factory = procs.factory(
+        deployment,
+        tmp_path,
+        batch_type="slurm",
+        batch_options=f"--partition={slurm.partition}",
+        idle_timeout=60,
+        env=slurm.env,  # how sbatch finds this cluster
+    )
+    scratch = tmp_path / "factory"
+    assert makeflowlog.outcome(follow_to_end(run, timeout=90)) == "success"
+
+    # Every rule ran inside a Slurm job: the job that the factory submitted from its scratch
+    # folder, still running (its worker waits for more work until its idle timeout).
+    job_ids = {(workdir / f"r{i}.job").read_text().strip() for i in range(3)}
+    assert job_ids and all(job_id.isdigit() for job_id in job_ids), job_ids
+    for job_id in job_ids:
+        job = slurm.job(job_id)
+        assert job["JobState"] == "RUNNING"
+        assert job["Command"] == "./slurm.wrapper"
+        assert job["WorkDir"].rstrip("/.") == str(scratch.resolve())
+        assert job["NodeList"] == slurm.node
+    assert set(slurm.queue()) >= job_ids
+
+    # On SIGTERM the factory cancels its jobs, and their workers with them.
+    stop_process(factory, grace=10)
+    wait_until(lambda: not slurm.queue(), timeout=30, interval=0.2)
+    assert {slurm.job(job_id)["JobState"] for job_id in job_ids} == {"CANCELLED"}
