@@ -29,7 +29,8 @@ def test_the_factory_runs_a_makeflows_rules_on_workers_that_slurm_started(
 ):
     deployment = f"slurm{secrets.token_hex(3)}"
     rules = [
-        logged_rule(f"r{i}", f'echo "$SLURM_JOB_ID" > r{i}.job', [f"r{i}.job"]) for i in range(3)
+        logged_rule(f"r{i}", f'echo "$SLURM_JOB_ID $LMWEB_PROBE" > r{i}.job', [f"r{i}.job"])
+        for i in range(3)
     ]
     dag = write_dag(workdir, rules)
     run = procs.start(workdir, dag, project=project_name(deployment, "job"))
@@ -40,15 +41,19 @@ def test_the_factory_runs_a_makeflows_rules_on_workers_that_slurm_started(
         batch_type="slurm",
         batch_options=f"--partition={slurm.partition}",
         idle_timeout=60,
-        env=slurm.env,  # how sbatch finds this cluster
+        # SLURM_CONF: how sbatch finds this cluster. The rest of the factory's environment
+        # (the rule guard's settings in production) reaches the workers' tasks through sbatch.
+        env={**slurm.env, "LMWEB_PROBE": "handed-down"},
     )
     scratch = tmp_path / "factory"
     assert makeflowlog.outcome(follow_to_end(run, timeout=90)) == "success"
 
     # Every rule ran inside a Slurm job: the job that the factory submitted from its scratch
     # folder, still running (its worker waits for more work until its idle timeout).
-    job_ids = {(workdir / f"r{i}.job").read_text().strip() for i in range(3)}
-    assert job_ids and all(job_id.isdigit() for job_id in job_ids), job_ids
+    records = [(workdir / f"r{i}.job").read_text().split() for i in range(3)]
+    assert all(len(words) == 2 and words[1] == "handed-down" for words in records), records
+    job_ids = {job_id for job_id, _ in records}
+    assert all(job_id.isdigit() for job_id in job_ids), job_ids
     for job_id in job_ids:
         job = slurm.job(job_id)
         assert job["JobState"] == "RUNNING"
