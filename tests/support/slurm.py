@@ -86,6 +86,8 @@ class SingleNodeSlurm:
     def start(self) -> None:
         for folder in ("munge", "state", "spool", "run", "log"):
             (self.root / folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+        if len(str(self.root / "munge" / "munge.sock")) > 100:  # sun_path holds 108 bytes
+            raise ValueError(f"{self.root} is too long a path for the munge socket")
         key = self.root / "munge" / "munge.key"
         key.write_bytes(secrets.token_bytes(1024))
         key.chmod(0o600)
