@@ -25,8 +25,9 @@ def slurm(tmp_path_factory):
 
 
 def test_the_factory_runs_a_makeflows_rules_on_workers_that_slurm_started(
-    procs, workdir, tmp_path, slurm
+    slurm, procs, workdir, tmp_path
 ):
+    # `slurm` first: set up first, torn down last, after `procs` has stopped the factory.
     deployment = f"slurm{secrets.token_hex(3)}"
     rules = [
         logged_rule(f"r{i}", f'echo "$SLURM_JOB_ID $LMWEB_PROBE" > r{i}.job', [f"r{i}.job"])
