@@ -112,17 +112,27 @@ def start_factory(
     log_path: Path,
     parent_death: bool = False,
     env: Mapping[str, str] | None = None,
+    batch_type: str = "local",
+    batch_options: str | None = None,
 ) -> subprocess.Popen:
-    """`work_queue_factory -T local`: sizes a pool of catalog workers every 30 s.
+    """`work_queue_factory -T BATCH_TYPE`: sizes a pool of catalog workers every 30 s.
 
-    Stop it with stop_process(): its own SIGTERM handling kills the shells around its workers,
-    not the workers, which stay until their idle timeout.
+    `local` runs the workers here. A cluster type (`slurm`, `condor`, `sge`, ...) submits each
+    worker as a batch job (`sbatch` for Slurm, with `batch_options` as `-B`): the factory copies
+    the worker binary, its wrapper and the password into `scratch_dir`, where each job starts
+    and writes its status, so the compute nodes must see that folder at the same path. The
+    submitting environment, `env` included, reaches the workers (sbatch's default --export=ALL).
+
+    Stop it with stop_process(): on SIGTERM it removes its batch jobs (scancel), but a local
+    factory kills the shells around its workers, not the workers, which stay until their idle
+    timeout.
     """
     scratch_dir = Path(scratch_dir)
     scratch_dir.mkdir(parents=True, exist_ok=True)
+    scratch_dir.chmod(0o700)  # it will hold a copy of the password
     args = [
         FACTORY,
-        "-T", "local",
+        "-T", batch_type,
         "-M", project_regex,
         f"--catalog={catalog}",  # -C would be its configuration file
         "-P", str(Path(password_file).resolve()),
@@ -132,6 +142,8 @@ def start_factory(
         "-t", str(idle_timeout),
         "-S", str(scratch_dir),
     ]  # fmt: skip
+    if batch_options:
+        args += ["-B", batch_options]
     if parent_death:
         args.append("--parent-death")
     return spawn(args, log_path=Path(log_path), env=env)

@@ -9,8 +9,8 @@ import pytest
 
 from jobs.cctools.makeflow import MakeflowRun, prepare_resume, start_makeflow
 from jobs.cctools.processes import stop_process
-from jobs.cctools.projects import project_name
-from jobs.cctools.workers import WorkerSpec
+from jobs.cctools.projects import project_name, project_regex
+from jobs.cctools.workers import WorkerSpec, start_factory
 from tests.support.ports import free_port  # noqa: F401 (the runner tests import it from here)
 from tests.support.waiting import wait_until  # noqa: F401 (the runner tests import it from here)
 
@@ -80,6 +80,21 @@ class Processes:
         options.setdefault("scratch_dir", self.root / "scratch")
         options.setdefault("idle_timeout", 30)
         return WorkerSpec(**options)
+
+    def factory(self, deployment: str, folder: Path, **options):
+        """A work_queue_factory for the managers of `deployment` (one to two one-core workers
+        unless `options` say otherwise), its scratch folder and log in `folder`."""
+        options = {"min_workers": 1, "max_workers": 2, "cores_per_worker": 1, **options}
+        return self.track(
+            start_factory(
+                catalog=self.catalog,
+                project_regex=project_regex(deployment),
+                password_file=self.password_file,
+                scratch_dir=folder / "factory",
+                log_path=folder / "factory.log",
+                **options,
+            )
+        )
 
     def track(self, popen):
         self.popens.append(popen)

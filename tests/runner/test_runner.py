@@ -26,7 +26,7 @@ from jobs.cctools.processes import (
     stop_process,
 )
 from jobs.cctools.projects import is_width_variant, project_name, project_regex, width_hint
-from jobs.cctools.workers import WORKER, start_factory, start_worker
+from jobs.cctools.workers import WORKER, start_worker
 from tests.support.ports import free_port
 
 from .conftest import logged_rule, wait_until, write_dag
@@ -355,19 +355,7 @@ def test_stopping_the_factory_leaves_none_of_its_workers(procs, workdir, tmp_pat
     dag = write_dag(workdir, [logged_rule("r", "true", [])])
     run = procs.start(workdir, dag, project=project_name(deployment, "job"))
     wait_until(lambda: managers(procs.catalog, run.project), timeout=5)
-    factory = procs.track(
-        start_factory(
-            catalog=procs.catalog,
-            project_regex=project_regex(deployment),
-            password_file=procs.password_file,
-            min_workers=1,
-            max_workers=2,
-            cores_per_worker=1,
-            scratch_dir=tmp_path / "factory",
-            idle_timeout=30,
-            log_path=tmp_path / "factory.log",
-        )
-    )
+    factory = procs.factory(deployment, tmp_path, idle_timeout=30)
     assert makeflowlog.outcome(follow_to_end(run, timeout=20)) == "success"
     workers = [p for p in session_members(factory.pid) if p.pid != factory.pid]
     assert workers, "the factory's minimum worker should be running"
