@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .pool import PoolError, add_task_env_option, serve
+from .pool import PoolError, add_task_env_option, run_or_exit, serve
 from .projects import project_regex
 from .workers import WORKER
 
@@ -76,28 +76,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_task_env_option(parser)
     options = parser.parse_args(argv)
-    try:
-        if not Path(WORKER).is_file():
-            raise PoolError(f"no {WORKER}: install CCTools (Debian: coop-computing-tools)")
-        cores = options.cores if options.cores is not None else host_cores()
-        memory = options.memory if options.memory is not None else host_memory()
-        workers, memory_each = plan(cores, memory, options.worker_cores)
-        serve(
-            catalog=options.catalog,
-            project_regex=project_regex(options.deployment),
-            password_file=options.password_file,
-            scratch_dir=options.scratch_dir,
-            max_workers=workers,
-            cores=min(options.worker_cores, cores),
-            memory=memory_each,
-            idle_timeout=options.idle_timeout,
-            factory=False,
-            direct=True,
-            task_env=dict(options.task_env),
-        )
-    except PoolError as exc:
-        parser.exit(1, f"{parser.prog}: {exc}\n")
-    return 0
+    return run_or_exit(parser, lambda: _serve(options))
+
+
+def _serve(options: argparse.Namespace) -> None:
+    if not Path(WORKER).is_file():
+        raise PoolError(f"no {WORKER}: install CCTools (Debian: coop-computing-tools)")
+    cores = options.cores if options.cores is not None else host_cores()
+    memory = options.memory if options.memory is not None else host_memory()
+    workers, memory_each = plan(cores, memory, options.worker_cores)
+    serve(
+        catalog=options.catalog,
+        project_regex=project_regex(options.deployment),
+        password_file=options.password_file,
+        scratch_dir=options.scratch_dir,
+        max_workers=workers,
+        cores=min(options.worker_cores, cores),
+        memory=memory_each,
+        idle_timeout=options.idle_timeout,
+        factory=False,
+        direct=True,
+        task_env=dict(options.task_env),
+    )
 
 
 if __name__ == "__main__":

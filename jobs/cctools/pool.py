@@ -310,6 +310,15 @@ def _assignment(text: str) -> tuple[str, str]:
     return name, value
 
 
+def run_or_exit(parser: argparse.ArgumentParser, start: Callable[[], None]) -> int:
+    """Run a command's `start`: a PoolError ends it with status 1 and the reason."""
+    try:
+        start()
+    except PoolError as exc:
+        parser.exit(1, f"{parser.prog}: {exc}\n")
+    return 0
+
+
 def add_task_env_option(parser: argparse.ArgumentParser) -> None:
     """--task-env NAME=VALUE, repeatable: the environment handed to every task."""
     parser.add_argument(
@@ -343,8 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-direct", action="store_true", help="factory only")
     add_task_env_option(parser)
     options = parser.parse_args(argv)
-    try:
-        serve(
+    return run_or_exit(
+        parser,
+        lambda: serve(
             catalog=options.catalog,
             project_regex=options.project_regex or deployment_regex(options.deployment),
             password_file=options.password_file,
@@ -356,10 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             factory=not options.no_factory,
             direct=not options.no_direct,
             task_env=dict(options.task_env),
-        )
-    except PoolError as exc:
-        parser.exit(1, f"{parser.prog}: {exc}\n")
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":
