@@ -1,4 +1,4 @@
-"""make bench: start a private stack, run B1 to B8 each beside its baseline, print one table,
+"""make bench: start a private stack, run B1 to B9 each beside its baseline, print one table,
 write the figures to var/bench/ (ignored by git: the README keeps the table).
 
 Usage: python -m bench [--smoke] [--only B1,B3] [--out var/bench] [--keep]
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .stack import ROOT, Stack
 
-ORDER = ["B1", "B2", "B3", "B4", "B8", "B5", "B7", "B6"]
+ORDER = ["B1", "B2", "B3", "B4", "B8", "B5", "B7", "B6", "B9"]
 
 
 def table(rows) -> str:
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     wanted = [i.strip().upper() for i in args.only.split(",") if i.strip()] or ORDER
 
-    from . import measures
+    from . import measures, remote
 
     sizes = measures.SMOKE if args.smoke else measures.FULL
     root = Path(tempfile.mkdtemp(prefix="lmweb-bench-"))
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
             "B5": bench.b5_concurrent_jobs,
             "B7": bench.b7_scaling,
             "B6": bench.b6_download,
+            "B9": lambda: remote.b9_worker_host(bench),
         }
         for key in ORDER[1:]:
             if key in wanted:

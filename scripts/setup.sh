@@ -55,3 +55,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
 fi
+
+# lmweb-worker (worker/, the Django-free agent a worker host installs alone), editable: it runs
+# this checkout's jobs/cctools. Reinstalled only when missing or installed from another checkout.
+finder=$(ls "$VENV"/lib/python3*/site-packages/__editable___lmweb_worker_*_finder.py 2>/dev/null || true)
+if [ ! -x "$VENV/bin/lmweb-worker" ] || [ -z "$finder" ] ||
+  ! grep -qF "'$PWD/jobs/cctools'" "$finder"; then
+  echo "setup: installing lmweb-worker"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e ./worker
+fi

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .catalog import MANAGER_TYPES, STALE_RECORD_SECONDS, number, query_catalog
@@ -37,6 +38,15 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
+def _probe(keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bool]:
+    """Which of these managers listen, asked all at once: a host that drops packets costs
+    its timeout once, not once per record."""
+    if len(keys) <= 1:
+        return {key: _listening(*key) for key in keys}
+    with ThreadPoolExecutor(max_workers=min(len(keys), 32)) as probes:
+        return dict(zip(keys, probes.map(lambda key: _listening(*key), keys), strict=True))
+
+
 class DirectPool:
     """Workers for every manager the catalog advertises, pointed straight at its host and port.
 
@@ -49,6 +59,11 @@ class DirectPool:
     The catalog believes any datagram: given `trust`, which answers the (project, port) pairs
     of the managers really running, the pool serves only those. It is asked once per step,
     and only when the catalog lists a manager of this deployment.
+
+    The catalog also keeps the records of managers killed without a word for its lifetime:
+    before its first worker, every manager is probed (a TCP connection to its port), and one
+    that does not answer is never served, so no worker waits out its connect timeout on it.
+    `announce(host, port, project)` is told of each worker started.
     """
 
     def __init__(
@@ -60,8 +75,10 @@ class DirectPool:
         max_workers: int,
         per_manager: int | None = None,
         trust: Callable[[], Collection[tuple[str, int]]] | None = None,
+        announce: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.catalog = catalog
+        self.announce = announce
         self.trust = trust
         self.pattern = re.compile(project_regex)
         self.spec = spec
@@ -163,9 +180,11 @@ class DirectPool:
             if need > len(self.workers.get(key, []))
         ]
         if running < self.max_workers:
-            # A manager that ended since its last probe must not get new workers.
+            # A manager never served may be a dead one's record, and one served may have ended
+            # since its last probe: neither gets a worker unless it listens.
+            listening = _probe([key for key, _ in wanted])
             for key, _ in wanted:
-                if key in self._served and not _listening(*key):
+                if not listening[key]:
                     self._forget(key)
             wanted = [(key, need) for key, need in wanted if key in self._wanted]
         started = 0
@@ -176,6 +195,8 @@ class DirectPool:
             popen = self.spec.start_single_shot(host, port)
             self.workers.setdefault(key, []).append(popen)
             self._served.add(key)
+            if self.announce is not None:
+                self.announce(host, port, str(self._ident.get(key, ("", "", ""))[2]))
             running += 1
             started += 1
             if need > 1:
@@ -204,6 +225,7 @@ def serve(
     max_workers: int,
     cores: int,
     idle_timeout: int,
+    memory: int | None = None,
     interval: float = 0.25,
     factory: bool = True,
     direct: bool = True,
@@ -217,6 +239,7 @@ def serve(
     catalog, the standard way, 20 s to 2 min late) and a DirectPool that reads the catalog
     every `interval` seconds and points single-shot workers straight at each new manager
     (under a second). `trust` is handed to the DirectPool; `task_env` to every worker's tasks.
+    Each worker offers `cores` cores and `memory` MB (all of the host's when None).
     """
     if not Path(password_file).is_file():
         raise PoolError(f"no Work Queue password file at {password_file}")
@@ -248,14 +271,19 @@ def serve(
                 password_file=password_file,
                 scratch_dir=scratch_dir / "direct",
                 cores=cores,
+                memory=memory,
                 idle_timeout=idle_timeout,
                 env=tuple(env.items()),
             ),
             max_workers=max_workers,
             trust=trust,
+            announce=lambda host, port, project: say(
+                f"workers: a worker for {project} at {host}:{port}"
+            ),
         )
+    each = f"{cores} core(s)" + ("" if memory is None else f" and {memory} MB")
     say(
-        f"workers: up to {max_workers} x {cores} core(s) for {project_regex} via "
+        f"workers: up to {max_workers} x {each} for {project_regex} via "
         f"{catalog} (factory {'on' if factory else 'off'}, "
         f"direct pool {'on' if direct else 'off'})"
     )
@@ -282,6 +310,27 @@ def _assignment(text: str) -> tuple[str, str]:
     return name, value
 
 
+def run_or_exit(parser: argparse.ArgumentParser, start: Callable[[], None]) -> int:
+    """Run a command's `start`: a PoolError ends it with status 1 and the reason."""
+    try:
+        start()
+    except PoolError as exc:
+        parser.exit(1, f"{parser.prog}: {exc}\n")
+    return 0
+
+
+def add_task_env_option(parser: argparse.ArgumentParser) -> None:
+    """--task-env NAME=VALUE, repeatable: the environment handed to every task."""
+    parser.add_argument(
+        "--task-env",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="handed to every task (e.g. LMWEB_RULE_SANDBOX=required)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Without Django: no database to tell running managers from forged catalog records, so
     the direct pool serves every manager the catalog lists, as the factory's workers do (the
@@ -301,17 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.25)
     parser.add_argument("--no-factory", action="store_true", help="direct pool only")
     parser.add_argument("--no-direct", action="store_true", help="factory only")
-    parser.add_argument(
-        "--task-env",
-        type=_assignment,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="handed to every task (e.g. LMWEB_RULE_SANDBOX=required)",
-    )
+    add_task_env_option(parser)
     options = parser.parse_args(argv)
-    try:
-        serve(
+    return run_or_exit(
+        parser,
+        lambda: serve(
             catalog=options.catalog,
             project_regex=options.project_regex or deployment_regex(options.deployment),
             password_file=options.password_file,
@@ -323,10 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             factory=not options.no_factory,
             direct=not options.no_direct,
             task_env=dict(options.task_env),
-        )
-    except PoolError as exc:
-        parser.exit(1, f"{parser.prog}: {exc}\n")
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":
