@@ -298,6 +298,16 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Downloads (outputs, packages): empty, Django streams the file itself (`make run`); a path such
+# as /protected/, the views answer with X-Accel-Redirect to it plus the file's path under
+# DATA_DIR, and nginx (an `internal` location aliased to DATA_DIR) sends the file once Django has
+# checked the permission (compose/nginx.conf).
+LMWEB_X_ACCEL_REDIRECT = env_str("LMWEB_X_ACCEL_REDIRECT", "")
+if LMWEB_X_ACCEL_REDIRECT and not (
+    LMWEB_X_ACCEL_REDIRECT.startswith("/") and LMWEB_X_ACCEL_REDIRECT.endswith("/")
+):
+    raise ImproperlyConfigured("LMWEB_X_ACCEL_REDIRECT must be a path like /protected/")
+
 # Execution: makeflow managers advertise to a private catalog server; workers need the password.
 LMWEB_CATALOG = env_str("LMWEB_CATALOG", "127.0.0.1:9097")
 if ":" not in LMWEB_CATALOG or not LMWEB_CATALOG.rsplit(":", 1)[1].isdigit():

@@ -396,6 +396,24 @@ class TestDownloads:
         for path in ["/outputs/result.csv", "/outputs/", "/tasks/", "/package/", "/"]:
             assert other_api.get(base + path).status_code == 404, path
 
+    def test_behind_nginx_downloads_are_x_accel_redirects_after_the_check(
+        self, api, other_api, finished_job, data_dir, settings
+    ):
+        settings.LMWEB_X_ACCEL_REDIRECT = "/protected/"
+        base = f"/api/v1/jobs/{finished_job.id}"
+        response = api.get(base + "/outputs/result.csv")
+        assert response.status_code == 200 and response.content == b""
+        folder = finished_job.directory.resolve().relative_to(data_dir.resolve())
+        assert response["X-Accel-Redirect"] == f"/protected/{folder}/outputs/result.csv"
+        assert response["Content-Disposition"] == 'attachment; filename="result.csv"'
+        assert response["Content-Type"] == "text/csv"
+        package = api.get(base + "/package/")
+        assert package["X-Accel-Redirect"] == f"/protected/{folder}/package.zip"
+        assert package["Content-Type"] == "application/zip"
+        for path in ["/outputs/result.csv", "/package/"]:
+            refused = other_api.get(base + path)
+            assert refused.status_code == 404 and "X-Accel-Redirect" not in refused, path
+
     def test_the_package_of_an_unfinished_job_is_404(self, api, finished_job):
         Job.objects.filter(pk=finished_job.pk).update(state="RUNNING")
         assert api.get(f"/api/v1/jobs/{finished_job.id}/package/").status_code == 404

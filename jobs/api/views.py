@@ -1,6 +1,8 @@
 """Thin views: parse, call a service, serialize."""
 
 import platform
+from pathlib import Path
+from urllib.parse import quote
 
 import celery
 import django
@@ -9,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import F
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, parsers, status, viewsets
@@ -215,12 +218,7 @@ class JobViewSet(
         file_path = JobFolder.of(job).output(output.path)
         if not file_path.is_file():
             raise Http404("the output file is gone")
-        return FileResponse(
-            file_path.open("rb"),
-            as_attachment=True,
-            filename=file_path.name,
-            content_type=output.media_type,
-        )
+        return download(file_path, file_path.name, output.media_type)
 
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
@@ -229,12 +227,22 @@ class JobViewSet(
         package = JobFolder.of(job).package
         if job.state != State.COMPLETE or not package.is_file():
             raise Http404(f"no package: the job is {job.state}")
+        return download(package, f"lmweb-{job.workflow}-{job.id}.zip", "application/zip")
+
+
+def download(path: Path, filename: str, content_type: str) -> HttpResponse:
+    """A file under DATA_DIR as an attachment, once the caller has checked the permission:
+    streamed by Django, or handed to nginx with X-Accel-Redirect (LMWEB_X_ACCEL_REDIRECT)."""
+    prefix = settings.LMWEB_X_ACCEL_REDIRECT
+    if not prefix:
         return FileResponse(
-            package.open("rb"),
-            as_attachment=True,
-            filename=f"lmweb-{job.workflow}-{job.id}.zip",
-            content_type="application/zip",
+            path.open("rb"), as_attachment=True, filename=filename, content_type=content_type
         )
+    relative = path.resolve().relative_to(settings.DATA_DIR)
+    response = HttpResponse(content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    response["X-Accel-Redirect"] = prefix + quote(relative.as_posix())
+    return response
 
 
 class WorkflowViewSet(viewsets.ViewSet):
