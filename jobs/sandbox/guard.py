@@ -154,9 +154,11 @@ def run_quietly(argv: list[str]) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-def bwrap_works(bwrap: str, workspace: str | None) -> bool:
-    """Whether bubblewrap can make a sandbox here; remembered in the worker's workspace, so the
-    probe costs one rule per worker, not every rule."""
+def bwrap_works(sandbox: list[str], workspace: str | None) -> bool:
+    """Whether bubblewrap can make this sandbox here (`sandbox`: its argv up to `--`; in a
+    container without --proc rights a lighter one would pass and every rule then fail);
+    remembered in the worker's workspace, so the probe costs one rule per worker, not every
+    rule."""
     memo = os.path.join(workspace, ".lmweb-bwrap") if workspace else None
     if memo:
         try:
@@ -164,7 +166,7 @@ def bwrap_works(bwrap: str, workspace: str | None) -> bool:
                 return handle.read().strip() == "yes"
         except OSError:
             pass
-    works = run_quietly([bwrap, "--ro-bind", "/", "/", "--unshare-net", "--", "true"]) == 0
+    works = run_quietly([*sandbox, "true"]) == 0
     if memo:
         try:
             with open(memo, "w") as handle:
@@ -350,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = ["/bin/sh", "-c", command]
     bwrap = find_program(BWRAP) if mode != "off" else None
     if mode != "off":
-        if bwrap and (mode == "required" or bwrap_works(bwrap, workspace)):
-            argv = sandbox_argv(bwrap, folder, hidden) + argv
+        sandbox = sandbox_argv(bwrap, folder, hidden) if bwrap else []
+        if bwrap and (mode == "required" or bwrap_works(sandbox, workspace)):
+            argv = sandbox + argv
         elif mode == "required":
             _say(log, f"rule {rule} cannot run: the sandbox (bubblewrap) is required but missing")
             return EXIT_SANDBOX

@@ -312,3 +312,22 @@ def test_gdal_in_a_rule_opens_only_its_drivers_and_no_virtual_file_system(
     for name in ("vrt as shp", "vrt as tif", "vsicurl", "nested vsizip"):
         assert fenced[name].startswith("refused"), (name, fenced)
     assert _Counting.hits == 0
+
+
+def test_the_sandbox_probe_tries_the_sandbox_the_rules_get(tmp_path):
+    """In a container whose engine masks /proc, bubblewrap can unshare the network but cannot
+    mount the rules' /proc: the probe must try the whole sandbox, or `auto` fails every rule."""
+    from jobs.sandbox import guard
+
+    bwrap = shutil.which("bwrap")
+    assert bwrap, "scripts/setup.sh installs bubblewrap"
+    folder = str(tmp_path.resolve())
+    sandbox = guard.sandbox_argv(bwrap, folder, [])
+    assert guard.bwrap_works(sandbox, None) is True
+    # A sandbox this bubblewrap cannot make (here: an option it refuses) is not taken for one
+    # it can: the light probe that passed before would.
+    assert guard.bwrap_works([bwrap, "--proc", "/proc", "--no-such-option", "--"], None) is False
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    assert guard.bwrap_works(sandbox, str(workspace)) is True
+    assert (workspace / ".lmweb-bwrap").read_text() == "yes"
