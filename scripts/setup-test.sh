@@ -7,5 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TEST_APT_PACKAGES=(chromium chromium-driver postgresql slurm-wlm munge iproute2)
+# tests/containers: podman (runc, netavark's DNS and its iptables rules), podman-compose, and
+# debootstrap for the base image where no registry answers (compose/base-image.sh).
+TEST_APT_PACKAGES+=(podman runc netavark aardvark-dns iptables podman-compose debootstrap)
 
 scripts/apt-install.sh setup-test "${TEST_APT_PACKAGES[@]}"

@@ -19,16 +19,21 @@ def settings_variables() -> set[str]:
 
 def test_it_has_the_seed_containers():
     assert set(SERVICES) == {
-        "web", "controller", "scheduler", "flower", "db", "redis", "catalog", "worker"
+        "nginx", "web", "controller", "scheduler", "flower", "db", "redis", "catalog", "worker"
     }  # fmt: skip
 
 
 def test_web_controller_scheduler_and_flower_share_one_image():
-    images = {SERVICES[name]["image"] for name in ("web", "controller", "scheduler", "flower")}
-    assert images == {"lmweb/app"}
+    app = ("nginx", "web", "controller", "scheduler", "flower", "catalog")
+    assert {SERVICES[name]["image"] for name in app} == {"lmweb/app"}
     assert SERVICES["worker"]["image"] == "lmweb/worker"
-    assert SERVICES["db"]["image"].startswith("postgres:")
-    assert SERVICES["redis"]["image"].startswith("redis:")
+    # No registry needed: Debian's PostgreSQL and Redis, built from compose/ like the others.
+    for name in ("worker", "db", "redis"):
+        dockerfile = SERVICES[name]["build"]["dockerfile"]
+        assert (ROOT / dockerfile).read_text().startswith("#"), name
+        assert "\nFROM debian:bookworm-slim\n" in (ROOT / dockerfile).read_text(), name
+    assert SERVICES["db"]["image"] == "lmweb/postgres"
+    assert SERVICES["redis"]["image"] == "lmweb/redis"
 
 
 def test_each_service_runs_the_right_program():
@@ -65,7 +70,9 @@ def test_data_is_kept_in_volumes_and_health_is_checked():
     for name in ("web", "db", "redis", "catalog"):
         assert SERVICES[name]["healthcheck"]["test"], name
     assert "/healthz" in str(SERVICES["web"]["healthcheck"]["test"])
-    assert "8000:8000" in SERVICES["web"]["ports"]
+    assert "/healthz" in str(SERVICES["nginx"]["healthcheck"]["test"])
+    assert "data:/data:ro" in SERVICES["nginx"]["volumes"]
+    assert "volumes" not in SERVICES["worker"]
 
 
 SECRETS = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH")
@@ -93,17 +100,22 @@ def test_a_placeholder_secret_key_stops_the_web_before_it_serves():
     assert command.index("check --deploy --fail-level ERROR") < command.index("gunicorn")
 
 
-def test_only_the_web_entry_point_is_published():
+def test_only_nginx_is_published():
     published = {name for name, service in SERVICES.items() if service.get("ports")}
-    assert published == {"web"}
-    assert SERVICES["web"]["ports"] == ["8000:8000"]
+    assert published == {"nginx"}
+    assert SERVICES["nginx"]["ports"] == ["${LMWEB_HTTP_PORT:-8080}:8080"]
+    assert SERVICES["web"]["environment"]["LMWEB_X_ACCEL_REDIRECT"] == "/protected/"
+    nginx = (ROOT / "compose" / "nginx.conf").read_text()
+    assert "location /protected/ {\n            internal;\n            alias /data/;" in nginx
+    assert "proxy_pass http://flower:5555;" in nginx
+    assert "--url_prefix=flower" in SERVICES["flower"]["command"]
 
 
 def test_the_catalog_and_the_data_stores_live_on_the_internal_network_only():
-    assert COMPOSE["networks"]["back"] == {"internal": True}
+    assert COMPOSE["networks"]["back"]["internal"] is True
     assert set(SERVICES["catalog"]["expose"]) == {"9097", "9097/udp", "9098"}
     for name, service in SERVICES.items():
-        expected = {"front", "back"} if name == "web" else {"back"}
+        expected = {"front", "back"} if name == "nginx" else {"back"}
         assert set(service["networks"]) == expected, name
 
 
