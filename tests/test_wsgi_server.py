@@ -39,6 +39,9 @@ class ServerResponse:
     def has_header(self, header: str) -> bool:
         return header in self.headers
 
+    def __contains__(self, header: str) -> bool:
+        return header in self.headers
+
 
 class ServerClient:
     """APIClient's calling convention, over HTTP to a running server."""
