@@ -1,4 +1,4 @@
-"""make bench: start a private stack, run B1 to B9 each beside its baseline, print one table,
+"""make bench: start a private stack, run B1 to B12 each beside its baseline, print one table,
 write the figures to var/bench/ (ignored by git: the README keeps the table).
 
 Usage: python -m bench [--smoke] [--only B1,B3] [--out var/bench] [--keep]
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .stack import ROOT, Stack
 
-ORDER = ["B1", "B2", "B3", "B4", "B8", "B5", "B7", "B6", "B9"]
+ORDER = ["B1", "B2", "B3", "B4", "B8", "B5", "B7", "B6", "B12"]
 
 
 def table(rows) -> str:
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
             "B5": bench.b5_concurrent_jobs,
             "B7": bench.b7_scaling,
             "B6": bench.b6_download,
-            "B9": lambda: remote.b9_worker_host(bench),
+            "B12": lambda: remote.b12_worker_host(bench),
         }
         for key in ORDER[1:]:
             if key in wanted:
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         stack.close()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    rows.sort(key=lambda row: row.id)
+    rows.sort(key=lambda row: int(row.id[1:]))
     text = table(rows)
     print(text, flush=True)
     elapsed = time.monotonic() - began

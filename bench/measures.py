@@ -54,11 +54,11 @@ class Sizes:
     b8_randomizations: int
     b8_species: int
     b8_side: int
-    b9_jobs: int
-    b9_rules: int
-    b9_seconds: float
-    b9_dead: int
-    b9_factory_jobs: int
+    b12_jobs: int
+    b12_rules: int
+    b12_seconds: float
+    b12_dead: int
+    b12_factory_jobs: int
 
 
 FULL = Sizes(
@@ -82,11 +82,11 @@ FULL = Sizes(
     b8_randomizations=1000,
     b8_species=10,
     b8_side=8,
-    b9_jobs=10,
-    b9_rules=4,
-    b9_seconds=1,
-    b9_dead=20,
-    b9_factory_jobs=1,
+    b12_jobs=10,
+    b12_rules=4,
+    b12_seconds=1,
+    b12_dead=20,
+    b12_factory_jobs=1,
 )
 SMOKE = Sizes(
     b1_rates=(20,),
@@ -109,11 +109,11 @@ SMOKE = Sizes(
     b8_randomizations=2,
     b8_species=8,
     b8_side=6,
-    b9_jobs=2,
-    b9_rules=2,
-    b9_seconds=0.1,
-    b9_dead=3,
-    b9_factory_jobs=0,
+    b12_jobs=2,
+    b12_rules=2,
+    b12_seconds=0.1,
+    b12_dead=3,
+    b12_factory_jobs=0,
 )
 
 WORKERS = 2  # slots for B2 to B4 and B8: one per core of this machine

@@ -1,4 +1,4 @@
-"""B9: another machine joins with lmweb-worker. The machine is a network namespace joined to
+"""B12: another machine joins with lmweb-worker. The machine is a network namespace joined to
 this one by a veth pair (its own addresses, loopback and routes; the same files), made here with
 `ip netns` and deleted after; the catalog it reads holds the records of killed makeflows."""
 
@@ -133,11 +133,11 @@ def _running(popen: subprocess.Popen) -> Iterator[subprocess.Popen]:
         stop_process(popen, grace=10)
 
 
-def b9_worker_host(bench) -> list:
+def b12_worker_host(bench) -> list:
     from .measures import Row
 
     sizes, stack, api = bench.sizes, bench.stack, bench.api
-    jobs, rules, seconds = sizes.b9_jobs, sizes.b9_rules, sizes.b9_seconds
+    jobs, rules, seconds = sizes.b12_jobs, sizes.b12_rules, sizes.b12_seconds
     root = stack.root / "b9"
     root.mkdir()
     saved_catalog = stack.environment["LMWEB_CATALOG"]
@@ -151,7 +151,7 @@ def b9_worker_host(bench) -> list:
             firsts.append(
                 _first_rule_after_makeflow_start(bench.job_dir(job), api.tasks(job["id"]))
             )
-        bench.say(f"B9 {label}: {count} job(s) {total:.1f} s, first rules {firsts}")
+        bench.say(f"B12 {label}: {count} job(s) {total:.1f} s, first rules {firsts}")
         return total, firsts
 
     with WorkerHost() as host:
@@ -164,7 +164,7 @@ def b9_worker_host(bench) -> list:
         try:
             wait_for_catalog(catalog)
             dead = dead_managers(
-                catalog, stack.deployment, stack.password_file, root / "dead", sizes.b9_dead
+                catalog, stack.deployment, stack.password_file, root / "dead", sizes.b12_dead
             )
             # The controllers advertise their makeflows there: the record's address is then
             # one the worker host reaches.
@@ -186,7 +186,7 @@ def b9_worker_host(bench) -> list:
             with _running(agent):
                 remote, firsts = serve(jobs, "lmweb-worker", 300)
             by_factory, factory_firsts = 0.0, []
-            if sizes.b9_factory_jobs:
+            if sizes.b12_factory_jobs:
                 factory = host.start(
                     ["/usr/bin/work_queue_factory", "-T", "local", "--catalog", catalog,
                      "-M", project_regex(stack.deployment), "-P", str(stack.password_file),
@@ -194,7 +194,7 @@ def b9_worker_host(bench) -> list:
                     root / "factory.log",
                 )  # fmt: skip
                 with _running(factory):
-                    by_factory, factory_firsts = serve(sizes.b9_factory_jobs, "factory", 600)
+                    by_factory, factory_firsts = serve(sizes.b12_factory_jobs, "factory", 600)
             still_dead = len(dead & {str(r.get("project")) for r in query_catalog(catalog)})
         finally:
             stop_process(catalog_popen, grace=2)
@@ -205,7 +205,7 @@ def b9_worker_host(bench) -> list:
     ratio = remote / local
     return [
         Row(
-            "B9",
+            "B12",
             f"worker host in its own network namespace, lmweb-worker: {jobs} jobs of {rules} x "
             f"{seconds:g} s rules one after another, {still_dead} dead managers in the catalog "
             "(makeflow start to first rule, median / max; sum of submit to COMPLETE)",
