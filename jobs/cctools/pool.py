@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .catalog import MANAGER_TYPES, STALE_RECORD_SECONDS, number, query_catalog
-from .processes import stop_process, stop_processes
+from .processes import sessions_members, stop_process, stop_processes, terminate
 from .projects import project_regex as deployment_regex
 from .projects import width_hint
 from .workers import WorkerSpec, start_factory
@@ -194,6 +194,8 @@ class DirectPool:
         self.preempt_after = preempt_after
         self.workers: dict[tuple[str, int], list[subprocess.Popen]] = {}
         self._state: dict[int, _Worker] = {}
+        # Workers taken back whose sessions and workspaces are still to be cleared.
+        self._swept: list[tuple[int, Path]] = []
         # Last catalog update acted upon, per manager: a record that stopped changing belongs
         # to a manager that is gone (records outlive managers), so it gets no new workers.
         self._seen: dict[tuple[str, int], int] = {}
@@ -347,6 +349,7 @@ class DirectPool:
         started = self._fill()
         self._choose_leavers(now)
         started += self._fill()
+        self._sweep()
         self._report()
         return started
 
@@ -436,7 +439,9 @@ class DirectPool:
             if not count:
                 del self.leaving[key]
                 self._leaving_since.pop(key, None)
-        return self._fill() if freed else 0
+        started = self._fill() if freed else 0
+        self._sweep()
+        return started
 
     def _may_preempt(self, key: tuple[str, int], now: float) -> bool:
         """The last resort: a worker has been leaving for `preempt_after` seconds, and some
@@ -464,8 +469,9 @@ class DirectPool:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(popen.pid, signal.SIGKILL)
-        stop_processes([popen], grace=1.0)  # and whatever else is left in its session
-        shutil.rmtree(state.workspace, ignore_errors=True)
+        popen.wait(timeout=10)
+        # What is left of its tasks and its workspace goes after its place is filled again.
+        self._swept.append((popen.pid, state.workspace))
         self.workers[key].remove(popen)
         if not self.workers[key]:
             del self.workers[key]
@@ -480,6 +486,18 @@ class DirectPool:
             }[how]
             self.notice(f"took back {said} from {project}")
         return True
+
+    def _sweep(self) -> None:
+        """Stop what is left of the workers taken back (task processes in their sessions) and
+        remove their workspaces: one pass over /proc for all of them."""
+        if not self._swept:
+            return
+        swept, self._swept = self._swept, []
+        leftovers = sessions_members([pid for pid, _ in swept])
+        if leftovers:
+            terminate(leftovers, 1.0)
+        for _, workspace in swept:
+            shutil.rmtree(workspace, ignore_errors=True)
 
     def shares(self) -> dict[str, tuple[int, int]]:
         """(workers held, target) per manager's project."""
@@ -501,6 +519,7 @@ class DirectPool:
         stop_processes([popen for popens in self.workers.values() for popen in popens], grace)
         self.workers = {}
         self._state = {}
+        self._sweep()
 
 
 def say_changes(say: Callable[[str], None]) -> Callable[[dict[str, tuple[int, int]]], None]:
