@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 # How often the pool checks that the managers it serves still listen.
 PROBE_SECONDS = 5.0
 # A worker this long without a task has nothing to do: a manager with work sends a free worker
-# its next task within milliseconds.
-IDLE_SECONDS = 2.0
+# its next task within milliseconds (3 ms between two tasks measured here). A new worker gets
+# longer, for connecting to its manager on a loaded host.
+IDLE_SECONDS = 0.5
+FIRST_TASK_SECONDS = 3.0
 # How often the workers chosen to leave are looked at: a task sent to one meanwhile has run
 # at most this long when the worker stops (it goes back to the manager's queue).
 WATCH_SECONDS = 0.02
@@ -108,6 +110,7 @@ class _Worker:
     leaving_after: frozenset[str] | None = None
     tasks: frozenset[str] = frozenset()
     task_since: float = 0.0
+    had_task: bool = False
 
     def look(self) -> frozenset[str]:
         """The tasks in its workspace now.
@@ -123,13 +126,14 @@ class _Worker:
             tasks = frozenset()
         now = time.monotonic()
         if tasks:
-            self.busy_at = now
+            self.busy_at, self.had_task = now, True
         if tasks != self.tasks:
             self.tasks, self.task_since = tasks, now
         return tasks
 
     def idle(self, now: float) -> bool:
-        return not self.look() and now - self.busy_at >= IDLE_SECONDS
+        wait = IDLE_SECONDS if self.had_task else FIRST_TASK_SECONDS
+        return not self.look() and now - self.busy_at >= wait
 
 
 class DirectPool:
@@ -145,13 +149,14 @@ class DirectPool:
 
     Fair share: each manager's demand is its tasks (the catalog's figures, or the width hint
     in its project name) less what its own workers show (a job whose worker has had no task
-    for IDLE_SECONDS has no more work waiting). fair_shares() turns the demands into a target
-    per manager: every user gets an equal part of the pool (the user of a manager is what
-    `trust` maps it to; each job is its own user without one). Workers start toward the
-    targets; a manager holding more than its target while another waits below its own gives
-    workers back, without losing work: first its idle workers, then each busy one at the end
-    of its task (once the manager has collected the outputs: the task it was sent next, if
-    any, goes back to the manager's queue not yet run). Only a worker still on the same task
+    for IDLE_SECONDS, or none yet for FIRST_TASK_SECONDS, has no more work waiting).
+    fair_shares() turns the demands into a target per manager: every user gets an equal part
+    of the pool (the user of a manager is what `trust` maps it to; each job is its own user
+    without one). Workers start toward the targets; a manager holding more than its target
+    while another waits below its own gives workers back, without losing work: first its idle
+    workers, then each busy one at the end of its task (once the manager has collected the
+    outputs: the task it was sent next, if any, goes back to the manager's queue not yet
+    run). Only a worker still on the same task
     after `preempt_after` seconds, while a job has no worker at all, is stopped mid-task (its
     rule runs again): `preempted` counts those.
 
@@ -311,7 +316,7 @@ class DirectPool:
 
     def _demand(self, key: tuple[str, int], now: float) -> int:
         """What the manager can use: its catalog figure or width hint, unless its workers show
-        that it narrowed since (one idle for IDLE_SECONDS: its manager has no task for it)."""
+        that it narrowed since (an idle one: its manager has no task for it)."""
         popens = self.workers.get(key, [])
         idle = sum(self._state[popen.pid].idle(now) for popen in popens)
         if idle:
