@@ -1,5 +1,6 @@
-"""The admin shows each running job's share of the worker pools, as the pools report it
-(through Redis, the real one), and nothing for a job no pool serves."""
+"""The pool learns whose each running job is, and the admin shows each running job's share of
+the worker pools as the pools report it (through Redis, the real one), and nothing for a job no
+pool serves."""
 
 import secrets
 
@@ -7,19 +8,39 @@ import pytest
 from django.utils import timezone
 
 from jobs import ops
+from jobs.management.commands.lmweb_workers import running_managers
 from jobs.models import Job, State
 
 
-def running_job(owner, project: str) -> Job:
+def running_job(owner, project: str, port: int = 9300, state: str = State.RUNNING) -> Job:
     return Job.objects.create(
         owner=owner,
         workflow="selftest",
         request={"workflow": "selftest", "params": {"tasks": 3, "seconds": 0}},
-        state=State.RUNNING,
+        state=state,
         started_at=timezone.now(),
         manager_project=project,
-        manager_port=9300,
+        manager_port=port,
     )
+
+
+@pytest.mark.django_db
+def test_the_pool_is_told_the_owner_of_each_running_manager(make_user):
+    ann, bob = make_user("ann"), make_user("bob")
+    running_job(ann, "lmweb-t-a1-w9", 9301)
+    running_job(ann, "lmweb-t-a2-w9", 9302)
+    running_job(bob, "lmweb-t-b1-w2", 9303)
+    running_job(bob, "lmweb-t-b2-w2", 9304, state=State.COMPLETE)
+
+    owners = running_managers()
+
+    assert set(owners) == {
+        ("lmweb-t-a1-w9", 9301),
+        ("lmweb-t-a2-w9", 9302),
+        ("lmweb-t-b1-w2", 9303),
+    }
+    assert owners[("lmweb-t-a1-w9", 9301)] == owners[("lmweb-t-a2-w9", 9302)]
+    assert owners[("lmweb-t-b1-w2", 9303)] != owners[("lmweb-t-a1-w9", 9301)]
 
 
 @pytest.fixture
