@@ -430,11 +430,15 @@ class DirectPool:
                 tasks = state.look()
                 if state.leaving_after is None:
                     state.leaving_after = tasks
-                elif not state.leaving_after & tasks and self._take_back(
-                    key, popen, "between tasks"
-                ):
+                    continue
+                if state.leaving_after & tasks:
+                    continue  # still on the task it had when chosen
+                how = "idle" if not state.leaving_after and not tasks else "between tasks"
+                if self._take_back(key, popen, how):
                     count -= 1
                     freed += 1
+                else:
+                    state.leaving_after = state.tasks  # a task came: it leaves after that one
             if count and self._may_preempt(key, now):
                 popen = min(self.workers[key], key=lambda popen: -self._state[popen.pid].task_since)
                 self._take_back(key, popen, "mid-task")

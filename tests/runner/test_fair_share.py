@@ -139,3 +139,41 @@ def test_a_second_users_job_gets_a_worker_from_a_wide_job_quickly_and_no_rule_is
     # goes back to its manager's queue, and runs again if it had started.
     assert len(starts) - len(ends) <= pool.taken_back["between tasks"]
     assert pool.taken_back["between tasks"] + pool.taken_back["idle"] >= 1
+
+
+@pytest.mark.integration
+def test_a_job_that_narrowed_gives_its_idle_worker_to_a_waiting_job_at_once(procs, tmp_path):
+    """A two-wide job whose short rule ended keeps one worker busy and one idle: a job that
+    comes then gets the idle one, not a wait for the long rule, and the long rule runs once."""
+    deployment = f"narrow{secrets.token_hex(3)}"
+    marks = tmp_path / "marks.log"
+    marks.touch()
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dag = write_dag(
+        first_dir, [marked_rule("short", 0.2, marks), marked_rule("long", 8, marks)]
+    )
+    second_dag = write_dag(second_dir, [marked_rule("next", 0.5, marks)])
+    pool = DirectPool(
+        catalog=procs.catalog,
+        project_regex=project_regex(deployment),
+        spec=procs.spec(scratch_dir=tmp_path / "pool"),
+        max_workers=2,
+    )
+    try:
+        first = procs.start(first_dir, first_dag, project=project_name(deployment, "first", 2))
+        drive(pool, lambda: "end short" in marks.read_text(), timeout=30)
+        assert pool.shares()[first.project][0] == 2, "both its workers stay while none waits"
+        second = procs.start(second_dir, second_dag, project=project_name(deployment, "next", 1))
+        drive(pool, lambda: "end next" in marks.read_text(), timeout=30)
+        waited = time.time() - second.started_at
+        assert first.poll() is None, "the long rule still runs"
+        drive(pool, lambda: first.poll() is not None, timeout=60)
+    finally:
+        pool.stop()
+
+    assert waited < 5.0, waited  # the long rule had 6 s or more left
+    assert pool.taken_back == {"idle": 1, "between tasks": 0, "mid-task": 0}
+    lines = marks.read_text().split()
+    assert lines.count("long") == 2 and lines.count("short") == 2, "each rule ran once"
+    for workdir, dag in ((first_dir, first_dag), (second_dir, second_dag)):
+        assert {rule.state for rule in makeflowlog.read_rules(workdir, dag)} == {"complete"}
