@@ -177,3 +177,39 @@ def test_a_job_that_narrowed_gives_its_idle_worker_to_a_waiting_job_at_once(proc
     assert lines.count("long") == 2 and lines.count("short") == 2, "each rule ran once"
     for workdir, dag in ((first_dir, first_dag), (second_dir, second_dag)):
         assert {rule.state for rule in makeflowlog.read_rules(workdir, dag)} == {"complete"}
+
+
+@pytest.mark.integration
+def test_the_last_resort_stops_a_rule_mid_run_counts_it_and_the_rule_runs_again(procs, tmp_path):
+    """Rules far longer than the pool may wait: after `preempt_after` a worker is stopped in
+    the middle of its rule, which makeflow gets back and runs again to the end."""
+    deployment = f"preempt{secrets.token_hex(3)}"
+    marks = tmp_path / "marks.log"
+    marks.touch()
+    long_dir, next_dir = tmp_path / "long", tmp_path / "next"
+    long_dag = write_dag(long_dir, [marked_rule(f"l{n}", 6, marks) for n in range(2)])
+    next_dag = write_dag(next_dir, [marked_rule("n", 0.2, marks)])
+    pool = DirectPool(
+        catalog=procs.catalog,
+        project_regex=project_regex(deployment),
+        spec=procs.spec(scratch_dir=tmp_path / "pool"),
+        max_workers=2,
+        preempt_after=1.0,
+    )
+    try:
+        long = procs.start(long_dir, long_dag, project=project_name(deployment, "long", 2))
+        drive(pool, lambda: marks.read_text().count("start") == 2, timeout=30)
+        waiting = procs.start(next_dir, next_dag, project=project_name(deployment, "next", 1))
+        drive(pool, lambda: "end n" in marks.read_text(), timeout=30)
+        waited = time.time() - waiting.started_at
+        drive(pool, lambda: long.poll() is not None, timeout=90)
+    finally:
+        pool.stop()
+
+    assert waited < 5.0, waited  # not the 6 s of the long rules
+    assert pool.taken_back["mid-task"] == 1 == pool.preempted
+    lines = [line.split()[:2] for line in marks.read_text().splitlines()]
+    assert sorted(rule for word, rule in lines if word == "end") == ["l0", "l1", "n"]
+    starts = sorted(rule for word, rule in lines if word == "start")
+    assert starts in (["l0", "l0", "l1", "n"], ["l0", "l1", "l1", "n"]), "one ran again"
+    assert {rule.state for rule in makeflowlog.read_rules(long_dir, long_dag)} == {"complete"}
