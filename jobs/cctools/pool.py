@@ -106,9 +106,9 @@ class _Worker:
     workspace: Path
     # When it was started, or last seen holding a task (time.monotonic()).
     busy_at: float
-    # The tasks it held when it was chosen to leave: it leaves once they are gone.
-    leaving_after: frozenset[str] | None = None
+    # The tasks it held at the last look, when that was, and since when it holds them.
     tasks: frozenset[str] = frozenset()
+    looked_at: float = 0.0
     task_since: float = 0.0
     had_task: bool = False
 
@@ -125,6 +125,7 @@ class _Worker:
         except OSError:
             tasks = frozenset()
         now = time.monotonic()
+        self.looked_at = now
         if tasks:
             self.busy_at, self.had_task = now, True
         if tasks != self.tasks:
@@ -156,9 +157,10 @@ class DirectPool:
     while another waits below its own gives workers back, without losing work: first its idle
     workers, then each busy one at the end of its task (once the manager has collected the
     outputs: the task it was sent next, if any, goes back to the manager's queue not yet
-    run). Only a worker still on the same task
-    after `preempt_after` seconds, while a job has no worker at all, is stopped mid-task (its
-    rule runs again): `preempted` counts those.
+    run). A worker of several cores leaves when none of the tasks it held at the last look
+    is left, which a busy one may never reach but through the last resort. Only a worker
+    still on the same task after `preempt_after` seconds, while a job has no worker at all,
+    is stopped mid-task (its rule runs again): `preempted` counts those.
 
     The catalog believes any datagram: given `trust`, which answers the (project, port) pairs
     of the managers really running (a mapping to each one's user, or just the pairs), the
@@ -411,9 +413,6 @@ class DirectPool:
             if extra:
                 leaving[key] = extra
                 lacking -= extra
-        for key in self.leaving.keys() - leaving.keys():
-            for popen in self.workers.get(key, []):
-                self._state[popen.pid].leaving_after = None
         self._leaving_since = {key: self._leaving_since.get(key, now) for key in leaving}
         self.leaving = leaving
 
@@ -423,22 +422,20 @@ class DirectPool:
         now = time.monotonic()
         freed = 0
         for key, count in list(self.leaving.items()):
+            # Every worker of the manager is looked at each time, so that "the last look" is
+            # never older than a few WATCH_SECONDS when it decides.
             for popen in list(self.workers.get(key, [])):
-                if count <= 0:
-                    break
                 state = self._state[popen.pid]
+                before, fresh = state.tasks, now - state.looked_at <= 10 * WATCH_SECONDS
                 tasks = state.look()
-                if state.leaving_after is None:
-                    state.leaving_after = tasks
-                    continue
-                if state.leaving_after & tasks:
-                    continue  # still on the task it had when chosen
-                how = "idle" if not state.leaving_after and not tasks else "between tasks"
+                if count <= 0 or not fresh or before & tasks:
+                    continue  # still on a task it had at the last look
+                # Every task it had is collected; a task that came since has run for at most
+                # the time since the last look, and goes back to the manager's queue.
+                how = "idle" if not before and not tasks else "between tasks"
                 if self._take_back(key, popen, how):
                     count -= 1
                     freed += 1
-                else:
-                    state.leaving_after = state.tasks  # a task came: it leaves after that one
             if count and self._may_preempt(key, now):
                 popen = min(self.workers[key], key=lambda popen: -self._state[popen.pid].task_since)
                 self._take_back(key, popen, "mid-task")
