@@ -54,6 +54,11 @@ class Sizes:
     b8_randomizations: int
     b8_species: int
     b8_side: int
+    b11_slots: int
+    b11_wide_jobs: int
+    b11_wide_rules: int
+    b11_small_rules: int
+    b11_seconds: float
     b12_jobs: int
     b12_rules: int
     b12_seconds: float
@@ -82,6 +87,13 @@ FULL = Sizes(
     b8_randomizations=1000,
     b8_species=10,
     b8_side=8,
+    # The small job's share (half the pool) covers its 20 rules: alone or beside the wide
+    # user, it runs them all at once, and the difference is the wait for workers to come back.
+    b11_slots=40,
+    b11_wide_jobs=10,
+    b11_wide_rules=200,
+    b11_small_rules=20,
+    b11_seconds=2,
     b12_jobs=10,
     b12_rules=4,
     b12_seconds=1,
@@ -109,6 +121,11 @@ SMOKE = Sizes(
     b8_randomizations=2,
     b8_species=8,
     b8_side=6,
+    b11_slots=2,
+    b11_wide_jobs=2,
+    b11_wide_rules=3,
+    b11_small_rules=2,
+    b11_seconds=0.2,
     b12_jobs=2,
     b12_rules=2,
     b12_seconds=0.1,
@@ -356,8 +373,8 @@ class Bench:
                 f"{wall:.2f} s",
                 f"{sizes.b5_jobs} makeflows by hand, 1 worker each {hand:.2f} s",
                 f"{ratio:.2f}",
-                "<= 1.2",
-                ratio <= 1.2,
+                "<= 1.10",
+                ratio <= 1.10,
                 {"service_s": wall, "by_hand_s": hand},
             )
         ]

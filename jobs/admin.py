@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from . import services
+from . import ops, services
 from .execution.folder import GRAPH_MAX_RULES, JobFolder
 from .models import Dataset, Job, JobInput, Output
 from .rules import read_stages, read_tasks
@@ -43,6 +43,7 @@ class JobAdmin(admin.ModelAdmin):
         "owner",
         "state",
         "progress_bar",
+        "share",
         "submitted_at",
         "started_at",
         "finished_at",
@@ -53,6 +54,7 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     readonly_fields = [f.name for f in Job._meta.fields] + [
         "progress_bar",
+        "share",
         "rules",
         "graph",
         "pictures",
@@ -76,6 +78,16 @@ class JobAdmin(admin.ModelAdmin):
             job.rules_done,
             job.rules_total,
         )
+
+    @admin.display(description="share")
+    def share(self, job: Job) -> str:
+        """Workers the job's makeflow holds / its fair share of the worker pools, as the pools
+        last reported them (blank when no pool serves it)."""
+        found = ops.job_share(job)
+        if found is None:
+            return ""
+        held, target = found
+        return format_html('<span title="workers held / fair share">{} / {}</span>', held, target)
 
     def get_urls(self):
         graph = path(

@@ -1,11 +1,16 @@
 """What operators ask of the running service: is it healthy, what do the workers look like."""
 
+import json
 import logging
 import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+
+from lmweb.celery import app
 
 from . import dispatch
 from .cctools import catalog, projects
@@ -107,3 +112,59 @@ def job_waiting(job) -> dict | None:
             return {"position": None, "reason": "no worker connected to this job yet"}
         return {"position": None, "reason": "rules wait for a free worker"}
     return None
+
+
+# The direct pools' shares (workers held, target) per manager project: one Redis key per pool
+# host, refreshed every few seconds and gone soon after its pool stops; the admin shows them
+# beside each running job. Redis is never the source of truth: a lost key only blanks a column.
+SHARES_SECONDS = 15
+_shares_cache: dict = {"at": 0.0, "shares": {}}
+
+
+def _shares_key(host: str) -> str:
+    return f"lmweb:{settings.LMWEB_DEPLOYMENT}:worker-shares:{host}"
+
+
+def worker_shares_record(shares: Mapping[str, tuple[int, int]], *, host: str) -> None:
+    """Store one pool host's shares (a warning, not an error, when Redis is away)."""
+    try:
+        with app.connection_for_write() as broker:
+            broker.default_channel.client.set(
+                _shares_key(host), json.dumps(dict(shares)), ex=SHARES_SECONDS
+            )
+    except Exception as exc:
+        log.warning("worker shares: not stored: %s", exc)
+
+
+def worker_shares() -> dict[str, tuple[int, int]]:
+    """(workers held, target) per manager project, summed over the pool hosts; read at most
+    once a second (the admin's job list asks once per row)."""
+    now = time.monotonic()
+    if now - _shares_cache["at"] < 1.0:
+        return _shares_cache["shares"]
+    shares: dict[str, tuple[int, int]] = {}
+    try:
+        with app.connection_for_read() as broker:
+            client = broker.default_channel.client
+            keys = list(client.scan_iter(match=_shares_key("*"), count=100))
+            values = client.mget(keys) if keys else []
+    except Exception as exc:
+        log.warning("worker shares: not read: %s", exc)
+        values = []
+    for value in values:
+        try:
+            found = json.loads(value or b"{}")
+            for project, (held, target) in found.items():
+                before = shares.get(project, (0, 0))
+                shares[project] = (before[0] + int(held), before[1] + int(target))
+        except (ValueError, TypeError, AttributeError):
+            continue
+    _shares_cache.update(at=now, shares=shares)
+    return shares
+
+
+def job_share(job: Job) -> tuple[int, int] | None:
+    """(workers held, target) of a running job's makeflow, or None when no pool reports it."""
+    if job.state not in (State.INITIALIZING, State.RUNNING) or not job.manager_project:
+        return None
+    return worker_shares().get(job.manager_project)

@@ -8,8 +8,10 @@ runs the direct pool of jobs.cctools.pool alone: it reads the catalog four times
 probes each new manager's port before its first worker (the catalog keeps the records of
 killed makeflows, and workers would wait out their connect timeout on them), and starts
 single-shot workers at the managers that listen. Never more than --cores cores and --memory MB
-in all: each worker offers --worker-cores cores and an equal share of the memory. SIGTERM or
-SIGINT stops every worker (and its tasks) before the command exits.
+in all: each worker offers --worker-cores cores and an equal share of the memory. The workers
+are shared fairly between the running jobs (it knows no users: each job counts as one), and
+a job holding more than its share gives workers back at the end of their tasks when another
+waits. SIGTERM or SIGINT stops every worker (and its tasks) before the command exits.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +70,17 @@ def session_members(sid: int) -> list[ProcessId]:
     for other in _all_pids():
         stat = _stat(other)
         if stat and stat[3] == sid and stat[0] not in ("Z", "X"):
+            found.append(ProcessId(other, stat[4]))
+    return found
+
+
+def sessions_members(sids: Collection[int]) -> list[ProcessId]:
+    """Every live process of any of these sessions, in one pass over /proc."""
+    sids = set(sids)
+    found = []
+    for other in _all_pids() if sids else ():
+        stat = _stat(other)
+        if stat and stat[3] in sids and stat[0] not in ("Z", "X"):
             found.append(ProcessId(other, stat[4]))
     return found
 

@@ -3,39 +3,45 @@
 Two sources side by side: work_queue_factory (workers that find managers through the catalog,
 the standard way, 20 s to 2 min late) and a direct pool that reads the catalog itself every
 second and points single-shot workers straight at each new manager (under a second).
-The direct pool serves only the managers the database knows as running jobs.
+The direct pool serves only the managers the database knows as running jobs, shares its
+workers fairly between their owners (then between each owner's jobs), and stores each job's
+share (workers held, target) in Redis for the admin.
 """
 
 import logging
 import os
+import socket
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection
 
+from jobs import ops
 from jobs.cctools import pool, projects
 from jobs.models import Job, State
 
 log = logging.getLogger(__name__)
 
 
-def running_managers() -> set[tuple[str, int]]:
-    """(project, port) of every makeflow that this deployment's controllers run now.
+def running_managers() -> dict[tuple[str, int], str]:
+    """(project, port) of every makeflow that this deployment's controllers run now, and the
+    owner of its job (the pool's unit of fairness).
 
     Anyone can advertise a manager to the catalog with one UDP datagram; the controller
     records each makeflow it starts on the job's row. Nothing is trusted while the database
     does not answer (the pool then starts no worker).
     """
     try:
-        return set(
-            Job.objects.filter(
+        return {
+            (project, port): f"user {owner}"
+            for project, port, owner in Job.objects.filter(
                 state__in=[State.INITIALIZING, State.RUNNING], manager_port__isnull=False
-            ).values_list("manager_project", "manager_port")
-        )
+            ).values_list("manager_project", "manager_port", "owner_id")
+        }
     except DatabaseError as exc:
         log.warning("direct pool: no running jobs from the database: %s", exc)
         connection.close()  # the next step connects again
-        return set()
+        return {}
 
 
 def rule_environment() -> dict[str, str]:
@@ -59,6 +65,13 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=0.25)
 
     def handle(self, *args, max_workers, cores, no_factory, no_direct, interval, **options):
+        host = f"{socket.gethostname()}:{os.getpid()}"
+        said = pool.say_changes(self.stdout.write)
+
+        def report(shares: dict[str, tuple[int, int]]) -> None:
+            said(shares)
+            ops.worker_shares_record(shares, host=host)
+
         try:
             pool.serve(
                 catalog=settings.LMWEB_CATALOG,
@@ -73,7 +86,10 @@ class Command(BaseCommand):
                 direct=not no_direct,
                 task_env=rule_environment(),
                 trust=running_managers,
+                report=report,
                 say=self.stdout.write,
             )
         except pool.PoolError as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            ops.worker_shares_record({}, host=host)
