@@ -54,6 +54,11 @@ class Sizes:
     b8_randomizations: int
     b8_species: int
     b8_side: int
+    b10_species: int
+    b10_columns: int
+    b10_rows: int
+    b10_randomizations: int
+    b10_run_seconds: float
     b12_jobs: int
     b12_rules: int
     b12_seconds: float
@@ -82,6 +87,11 @@ FULL = Sizes(
     b8_randomizations=1000,
     b8_species=10,
     b8_side=8,
+    b10_species=7033,
+    b10_columns=84,
+    b10_rows=68,
+    b10_randomizations=100,
+    b10_run_seconds=1800,
     b12_jobs=10,
     b12_rules=4,
     b12_seconds=1,
@@ -109,6 +119,11 @@ SMOKE = Sizes(
     b8_randomizations=2,
     b8_species=8,
     b8_side=6,
+    b10_species=70,
+    b10_columns=10,
+    b10_rows=6,
+    b10_randomizations=2,
+    b10_run_seconds=300,
     b12_jobs=2,
     b12_rules=2,
     b12_seconds=0.1,
