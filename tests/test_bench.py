@@ -21,7 +21,9 @@ def test_the_bench_smoke_run_measures_everything(tmp_path):
     from django.conf import settings
 
     database = settings.DATABASES["default"]
-    url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/lmweb_bench_smoke"
+    # Named after this run's test database: two runs on one server do not drop each other's.
+    name = f"lmweb_bench_smoke_{database['NAME']}"
+    url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{name}"
     broker = settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/13"
     env = {**os.environ, "BENCH_DATABASE_URL": url, "BENCH_BROKER_URL": broker}
     done = subprocess.run(
