@@ -254,7 +254,9 @@ def _follow(api, job_id: str, seconds: float, say) -> tuple[dict, float]:
             done = time.monotonic() - start
         if done is not None and time.monotonic() > deadline + 300:
             return job, done
-        time.sleep(2 if seconds > 60 else 0.2)
+        # Under gunicorn's 2 s keep-alive: polling every 2 s raced the server closing the idle
+        # connection ("Remote end closed connection without response").
+        time.sleep(1 if seconds > 60 else 0.2)
 
 
 def _why(job: dict) -> str:
