@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -188,6 +189,7 @@ def b10_continental(bench) -> list:
         state=job["state"],
         error=job.get("error"),
         rules=_rule_times(api, job["id"]),
+        rule_declared_mb=_declared(bench.job_dir(job)),
     )
     worst = max(memory.rule_peaks.items(), key=lambda item: item[1], default=("none", 0))
     figures["peak_rule"], figures["peak_rule_mb"] = worst[0], _mb(worst[1])
@@ -200,7 +202,9 @@ def b10_continental(bench) -> list:
     )
     lmweb = (
         f"{steps}; web +{figures['web_growth_mb']:.0f} MB; peak rule {worst[0]} "
-        f"{figures['peak_rule_mb']:.0f} MB; inspection {figures['inspection_peak_mb']:.0f} MB"
+        f"{figures['peak_rule_mb']:.0f} MB (declared "
+        f"{figures['rule_declared_mb'].get(worst[0], '?')}); inspection "
+        f"{figures['inspection_peak_mb']:.0f} MB"
     )
     met = (
         complete
@@ -281,6 +285,21 @@ def _rule_times(api, job_id: str) -> list[dict]:
             }
         )
     return rows
+
+
+def _declared(job_dir: Path) -> dict[str, int]:
+    """The memory (MB) each rule of the job declared: the limit its guard held it to."""
+    declared = {}
+    for stage in json.loads((job_dir / "stages.json").read_text())["started"]:
+        document = json.loads((job_dir / f"{stage}.mf.json").read_text())
+        categories = document.get("categories", {})
+        for rule in document["rules"]:
+            category = categories.get(rule.get("category", document.get("default_category")), {})
+            resources = rule.get("resources") or category.get("resources") or {}
+            name = (rule.get("environment") or {}).get("LMWEB_RULE")
+            if name and "memory" in resources:
+                declared[name] = resources["memory"]
+    return declared
 
 
 def _download(bench, job_id: str) -> tuple[float, int]:
