@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .stack import ROOT, Stack
 
-ORDER = ["B1", "B2", "B3", "B4", "B8", "B5", "B11", "B7", "B6", "B12"]
+ORDER = ["B1", "B2", "B3", "B4", "B8", "B10", "B5", "B11", "B7", "B6", "B12"]
 
 
 def table(rows) -> str:
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     wanted = [i.strip().upper() for i in args.only.split(",") if i.strip()] or ORDER
 
-    from . import fairshare, measures, remote
+    from . import continental, fairshare, measures, remote
 
     sizes = measures.SMOKE if args.smoke else measures.FULL
     root = Path(tempfile.mkdtemp(prefix="lmweb-bench-"))
@@ -113,6 +113,7 @@ def main(argv=None) -> int:
             "B11": lambda: fairshare.b11_fair_share(bench),
             "B7": bench.b7_scaling,
             "B6": bench.b6_download,
+            "B10": lambda: continental.b10_continental(bench),
             "B12": lambda: remote.b12_worker_host(bench),
         }
         for key in ORDER[1:]:

@@ -59,6 +59,11 @@ class Sizes:
     b11_wide_rules: int
     b11_small_rules: int
     b11_seconds: float
+    b10_species: int
+    b10_columns: int
+    b10_rows: int
+    b10_randomizations: int
+    b10_run_seconds: float
     b12_jobs: int
     b12_rules: int
     b12_seconds: float
@@ -94,6 +99,11 @@ FULL = Sizes(
     b11_wide_rules=200,
     b11_small_rules=20,
     b11_seconds=2,
+    b10_species=7033,
+    b10_columns=84,
+    b10_rows=68,
+    b10_randomizations=100,
+    b10_run_seconds=1800,
     b12_jobs=10,
     b12_rules=4,
     b12_seconds=1,
@@ -126,6 +136,11 @@ SMOKE = Sizes(
     b11_wide_rules=3,
     b11_small_rules=2,
     b11_seconds=0.2,
+    b10_species=70,
+    b10_columns=10,
+    b10_rows=6,
+    b10_randomizations=2,
+    b10_run_seconds=300,
     b12_jobs=2,
     b12_rules=2,
     b12_seconds=0.1,
