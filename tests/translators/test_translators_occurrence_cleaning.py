@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from jsonschema import ValidationError
 from support import (
     assert_makeflow_accepts,
     assert_refused_while_twin_passes,
@@ -343,7 +344,10 @@ BOX = {"type": "bounding_box", "min_x": -130, "min_y": 20, "max_x": -60, "max_y"
 BAD = {
     "gbif resolver type": _wranglers({"type": "gbif_resolver"}),
     "raw lmpy wrangler": _wranglers({"wrangler_type": "AcceptedNameOccurrenceWrangler"}),
-    "name resolver passed through": _wranglers({"type": "accepted_names", "name_resolver": "gbif"}),
+    "name resolver not offered": _wranglers({"type": "accepted_names", "name_resolver": "col"}),
+    "name service URL from the user": _wranglers(
+        {"type": "accepted_names", "name_resolver": "gbif", "api_url": "http://127.0.0.1:1/"}
+    ),
     "name map path in params": _wranglers({"type": "accepted_names", "name_map": "/etc/passwd"}),
     "module injection": _wranglers({**BOX, "module": "os"}),
     "spatial index": _wranglers({"type": "spatial_index", "spatial_index": "/data/index"}),
@@ -649,3 +653,102 @@ def test_the_helper_splits_odd_names_safely_and_applies_record_wranglers(tmp_pat
 def test_makeflow_accepts_each_document(name, tmp_path):
     staged, done, produced, params = GOLDEN[name]
     assert_makeflow_accepts(plan(staged, done, produced, **params), tmp_path)
+
+
+# --- name maps as lmpy writes them, and the name service ------------------------------------
+
+
+def _lmpy_map_file(tmp_path, name_map, form):
+    """A name map written by lmpy's own writer (what out_map_filename produces)."""
+    from lmpy.data_wrangling.occurrence.accepted_name_wrangler import (
+        AcceptedNameOccurrenceWrangler,
+    )
+
+    path = tmp_path / f"written.{form}"
+    AcceptedNameOccurrenceWrangler(name_map=dict(name_map)).write_map_to_file(str(path), form)
+    return path
+
+
+LMPY_MAP = {
+    "Acer rubrum": "Acer rubrum",
+    "Acer rubrum l.": "Acer rubrum",
+    "Acer drummondii": None,
+    "Quercus x bebbiana": "Quercus bebbiana",
+}
+
+
+@pytest.mark.parametrize("form", ["json", "csv"])
+def test_a_map_lmpy_wrote_reads_with_null_as_unresolved(helper, tmp_path, form):
+    pytest.importorskip("lmpy")
+    path = _lmpy_map_file(tmp_path, LMPY_MAP, form)
+    written = path.read_text()
+    # The forms this test is about: JSON with null, CSV with lmpy's header and "None".
+    assert ("null" in written) if form == "json" else written.startswith("Name,Accepted\n")
+    assert form == "json" or "Acer drummondii,None" in written
+    assert helper["parse_name_map"](written) == {
+        "Acer rubrum": "Acer rubrum",
+        "Acer rubrum l.": "Acer rubrum",
+        "Acer drummondii": None,
+        "Quercus x bebbiana": "Quercus bebbiana",
+    }
+    # Unresolved names are left out of what lmpy gets: they are then unmapped (keep or drop).
+    loaded = helper["load_name_map"](str(path))
+    assert "Acer drummondii" not in loaded and loaded["Acer rubrum l."] == "Acer rubrum"
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"Acer rubrum": 3}', "gives 'Acer rubrum' a int"),
+        ('["Acer rubrum", "Acer rubrum"]', "must be an object"),
+        ('{"Acer rubrum": ', "does not parse"),
+        ("Acer rubrum,Acer rubrum,L.\n", "line 1 has 3 fields"),
+        ("Name,Accepted\n", "holds no names"),
+        ("{}", "holds no names"),
+    ],
+)
+def test_a_map_lmpy_could_not_have_written_is_refused_with_where(helper, text, problem):
+    with pytest.raises(helper["NameMapError"], match=problem):
+        helper["parse_name_map"](text)
+
+
+def test_map_names_match_with_spaces_made_one_and_lmpy_capitals(helper):
+    parsed = helper["parse_name_map"]('{"  acer   RUBRUM ": " Acer  rubrum ", "x": ""}')
+    assert parsed == {"Acer rubrum": "Acer rubrum", "X": None}
+
+
+def _resolving(**extra):
+    return [{"type": "accepted_names", "name_resolver": "gbif", **extra}]
+
+
+def test_the_name_service_gets_its_own_networked_rule_before_the_split():
+    url = "http://names.example/v1"
+    # The service URL is the deployment's, added to the stored request at submission.
+    staged = {"occurrences": [CSV, DWCA], "name_map": NAME_MAP}
+    params = WORKFLOW.with_defaults({"wranglers": _resolving(unmapped="drop", api_url=url)})
+    stage = WORKFLOW.next_stage(params, staged, [], {})
+    rules = {rule["category"]: rule for rule in stage.makeflow["rules"][1:]}
+    assert [r["category"] for r in stage.makeflow["rules"]] == ["split", "resolve", "split"]
+    assert [steps(r)[0][2] for r in stage.makeflow["rules"]] == ["names", "resolve", "split"]
+    categories = stage.makeflow["categories"]
+    assert categories["resolve"]["environment"]["LMWEB_RULE_NETWORK"] == "1"
+    assert "LMWEB_RULE_NETWORK" not in categories["split"]["environment"]
+    # The networked rule reads no upload but the name map; the split reads its answers.
+    resolve_inputs = [
+        i if isinstance(i, str) else i["dag_name"] for i in rules["resolve"]["inputs"]
+    ]
+    assert CSV not in resolve_inputs and DWCA not in resolve_inputs
+    assert json.loads(stage.files["work/config/resolve.json"])["api_url"] == url
+    split_config = json.loads(stage.files["work/config/split.json"])
+    assert split_config["wranglers"][0]["name_map"] == "outputs/resolved_names.json"
+    assert split_config["wranglers"][0]["keep_unmapped"] is False
+
+
+def test_a_resolver_needs_no_map_but_needs_the_recorded_service_url():
+    request_validator(WORKFLOW).validate(request({"occurrences": [CSV]}, wranglers=_resolving()))
+    params = WORKFLOW.with_defaults({"wranglers": _resolving()})
+    with pytest.raises(ValueError, match="service URL"):
+        WORKFLOW.next_stage(params, {"occurrences": [CSV]}, [], {})
+    without = request({"occurrences": [CSV]}, wranglers=[{"type": "accepted_names"}])
+    with pytest.raises(ValidationError):
+        request_validator(WORKFLOW).validate(without)
