@@ -20,6 +20,7 @@ from support import (
     steps,
 )
 
+from tests import synthetic
 from translators import InvalidRequest
 from translators.base import canonical_json
 from translators.makeflow import check_path
@@ -299,7 +300,7 @@ def test_a_staged_path_with_awkward_characters_stays_one_argument_and_valid_json
         ({"occurrences": ["inputs/occurrences-0.tsv"]}, "not one of"),
         ({"occurrences": "inputs/occurrences-0.csv"}, "expected a list"),
         ({"occurrences": ["/data/occurrences-0.csv"]}, "relative"),
-        ({"occurrences": [CSV], "name_map": "inputs/name_map.txt"}, "not one of"),
+        ({"occurrences": [CSV], "name_map": "inputs/name_map.tif"}, "not one of"),
     ],
 )
 def test_bad_staged_inputs_are_refused(staged, problem):
@@ -752,3 +753,73 @@ def test_a_resolver_needs_no_map_but_needs_the_recorded_service_url():
     without = request({"occurrences": [CSV]}, wranglers=[{"type": "accepted_names"}])
     with pytest.raises(ValidationError):
         request_validator(WORKFLOW).validate(without)
+
+
+def _split_odd_dwca(tmp_path, name_map, unmapped):
+    """Run the helper's split on the odd-names DwCA with `name_map` (bytes), as a worker does."""
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs/occ-0.zip").write_bytes(synthetic.odd_names_dwca())
+    (tmp_path / "inputs/map.json").write_bytes(name_map)
+    (tmp_path / "helper.py").write_text(HELPER_SCRIPT)
+    config = {
+        "sources": [{"path": "inputs/occ-0.zip", "format": "dwca"}],
+        "wranglers": [
+            {
+                "wrangler_type": "AcceptedNameOccurrenceWrangler",
+                "name_map": "inputs/map.json",
+                "keep_unmapped": unmapped == "keep",
+            }
+        ],
+        "out_dir": "work/split",
+        "manifest": "work/split.json",
+        "max_species": 100,
+    }
+    (tmp_path / "split.json").write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "helper.py", "split", "split.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "work/split.json").read_text())
+    return {item["name"]: item["records"] for item in manifest["species"]}, manifest
+
+
+@pytest.mark.parametrize("form", ["json", "csv"])
+def test_odd_dwca_names_map_through_an_lmpy_map_dropping_the_unresolved(tmp_path, form):
+    pytest.importorskip("lmpy")
+    species, manifest = _split_odd_dwca(
+        tmp_path, synthetic.lmpy_name_map(synthetic.ODD_NAMES_MAP, form), "drop"
+    )
+    # "Acer rubrum L." (twice) and "ACER RUBRUM" (lmpy capitalizes: not in the map, dropped);
+    # the record without a longitude is counted, not fatal; platanoides is null: dropped.
+    assert species == {
+        "Acer rubrum": 2,
+        "Acer saccharinum": 1,
+        "Acer \u00d7freemanii": 1,
+        "Acer negundo": 1,
+        "Quercus alba": 1,
+    }
+    source = manifest["sources"][0]
+    assert source["records_read"] == 12
+    assert source["records_without_name"] == 1
+    assert source["records_without_finite_coordinates"] == 1
+
+
+def test_odd_dwca_names_kept_under_their_own_name_when_unresolved(tmp_path):
+    pytest.importorskip("lmpy")
+    species, manifest = _split_odd_dwca(
+        tmp_path, synthetic.lmpy_name_map(synthetic.ODD_NAMES_MAP, "json"), "keep"
+    )
+    assert species == {
+        "Acer rubrum": 3,  # with "ACER RUBRUM", kept as lmpy holds it: "Acer rubrum"
+        "Acer saccharinum": 1,
+        "Acer \u00d7freemanii": 2,  # mapped from "x", and its own spelling kept
+        "Acer negundo": 1,
+        "Acer platanoides": 2,  # null: kept, its spaces made one
+        "Quercus alba": 1,
+    }
+    assert manifest["sources"][0]["records_without_finite_coordinates"] == 1

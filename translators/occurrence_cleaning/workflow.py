@@ -165,11 +165,16 @@ class OccurrenceCleaning(Workflow):
             content="occurrences",
         ),
         "name_map": InputSpec(
-            formats=("csv", "json"),
+            formats=("csv", "json", "txt"),
             required=False,
             description=(
-                "Accepted names for the accepted_names wrangler: 'original name,accepted "
-                "name' lines (.csv) or a JSON object (.json)."
+                "Accepted names for the accepted_names wrangler, in either form lmpy writes "
+                "(its resolve_names_gbif, its wrangler's out_map_filename): a JSON object of "
+                "original name -> accepted name, null for a name left unresolved; or "
+                "'original name,accepted name' lines (a 'Name,Accepted' header line is "
+                "skipped, 'None' or nothing after the comma is unresolved; quote a name "
+                "holding a comma). Told apart by content: JSON starts with '{'. Checked at "
+                "submission: a map that does not read is a 400 naming inputs.name_map."
             ),
             content="name-map",
         ),

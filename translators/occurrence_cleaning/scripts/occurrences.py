@@ -111,19 +111,24 @@ def parse_name_map(text):
                 )
             pairs.append((original, accepted))
     else:
-        pairs = []
+        pairs, lmpy_form = [], False
         rows = csv.reader(io.StringIO(text, newline=""))
         try:
             for number, row in enumerate(rows, start=1):
                 if not any(cell.strip() for cell in row):
                     continue
+                if not pairs and tuple(c.strip().lower() for c in row) == LMPY_CSV_HEADER:
+                    lmpy_form = True
+                    continue
+                if len(row) > 2 and lmpy_form:
+                    # lmpy writes f"{name},{accepted}" unquoted: a name with a comma (an
+                    # author's year) is all but the last field (accepted names hold none).
+                    row = [",".join(row[:-1]), row[-1]]
                 if len(row) != 2:
                     raise NameMapError(
                         f"name map line {number} has {len(row)} fields; expected "
                         "'original name,accepted name' (quote a name that holds a comma)"
                     )
-                if not pairs and tuple(c.strip().lower() for c in row) == LMPY_CSV_HEADER:
-                    continue
                 accepted = row[1]
                 if clean_name(accepted).lower() in UNRESOLVED_TEXT:
                     accepted = None
@@ -191,6 +196,15 @@ def build_wranglers(configs):
     return wranglers
 
 
+# Stands for a record's missing species name until the split counts and drops it (lmpy's Point
+# refuses an empty name). Not a name anyone writes: NUL is refused in every input.
+NAMELESS = "\x00"
+
+
+def _named(name):
+    return name if isinstance(name, str) and name.strip() else NAMELESS
+
+
 def _number(value):
     """A coordinate as a float; NaN when it is missing or not a number (counted, not fatal)."""
     try:
@@ -203,8 +217,12 @@ def open_reader(source):
     from lmpy.point import PointCsvReader, PointDwcaReader
 
     class DwcaReader(PointDwcaReader):
-        # lmpy lets a ValueError of an empty decimalLongitude end the whole read, and skips a
-        # record whose geoPoint is missing without counting it: both become NaN, counted.
+        # lmpy lets a ValueError of an empty decimalLongitude or scientificName end the whole
+        # read, and skips a record whose geoPoint is missing without counting it: missing
+        # coordinates become NaN and a missing name NAMELESS, both counted by the split.
+        def _get_species_name(self, point_dict):
+            return _named(super()._get_species_name(point_dict))
+
         def _get_x_value(self, point_dict):
             return _number(super()._get_x_value(point_dict))
 
@@ -228,7 +246,12 @@ def open_reader(source):
             super().open()
             delimiter = self.reader.reader.dialect.delimiter
             self.file.seek(0)
-            self.reader = csv.DictReader(self.file, delimiter=delimiter)
+            rows = csv.DictReader(self.file, delimiter=delimiter)
+            # Column names as the submission checked them: "species_name, x, y" has an x.
+            rows.fieldnames = [name.strip() for name in rows.fieldnames or []]
+            species = self.species_field
+            # lmpy skips a record without a name unseen: the split counts it instead.
+            self.reader = (dict(row, **{species: _named(row.get(species))}) for row in rows)
 
     return CsvReader(
         source["path"],
@@ -270,7 +293,9 @@ def split(config_path):
                 for points in reader:
                     read += len(points)
                     for point in points:
-                        point.species_name = clean_name(point.species_name)
+                        name = point.species_name
+                        # lmpy capitalized the name as read: "  acer" from "  Acer".
+                        point.species_name = "" if name == NAMELESS else name_key(name)
                     named = [point for point in points if point.species_name]
                     nameless += len(points) - len(named)
                     points = named
@@ -341,7 +366,7 @@ def list_names(config_path):
         try:
             for points in reader:
                 for point in points:
-                    name = name_key(point.species_name)
+                    name = name_key(point.species_name.replace(NAMELESS, ""))
                     if name and name not in known:
                         names.add(name)
                 if len(names) > config["max_names"]:
