@@ -29,6 +29,7 @@ from translators.occurrence_cleaning.workflow import (
     HELPER_SCRIPT,
     MAX_CLEAN_RULES,
     MAX_SPECIES,
+    RESOLVED_NAMES,
     SLUG,
     WORKFLOW,
 )
@@ -823,3 +824,11 @@ def test_odd_dwca_names_kept_under_their_own_name_when_unresolved(tmp_path):
         "Quercus alba": 1,
     }
     assert manifest["sources"][0]["records_without_finite_coordinates"] == 1
+
+
+def test_the_clean_stage_is_planned_after_a_split_that_resolved_names():
+    staged = {"occurrences": [CSV]}
+    params = WORKFLOW.with_defaults({"wranglers": _resolving(api_url="http://names.example/v1")})
+    produced = {"split": [*split_products("Acer_rubrum"), "work/names.json", RESOLVED_NAMES]}
+    stage = WORKFLOW.next_stage(params, staged, ["split"], produced)
+    assert [rule["category"] for rule in stage.makeflow["rules"]] == ["clean", "gather"]

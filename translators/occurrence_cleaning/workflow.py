@@ -440,7 +440,7 @@ def species_files(split_files: list[str]) -> list[str]:
         raise ValueError(f"the split stage made no {SPLIT_MANIFEST}")
     slugs = []
     for path in split_files:
-        if path == SPLIT_MANIFEST or path.startswith("logs/"):
+        if path in (SPLIT_MANIFEST, NAMES, RESOLVED_NAMES) or path.startswith("logs/"):
             continue
         folder, _, name = path.rpartition("/")
         stem = name.removesuffix(".csv")
