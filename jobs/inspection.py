@@ -400,17 +400,28 @@ def check_occurrences(
                 shown = ", ".join(header[:20])
                 raise BadContent(f"the CSV has no column {', '.join(missing)} (it has: {shown})")
             positions = {key: header.index(name) for key, name in columns.items()}
+            checking = "x_column" in positions and "y_column" in positions
+            at_x, at_y = positions.get("x_column", 0), positions.get("y_column", 0)
+            (low_x, high_x), (low_y, high_y) = ranges["x_column"], ranges["y_column"]
             continue
-        if not any(field.strip() for field in row):
+        if len(row) <= 1 and not "".join(row).strip():
             continue  # a blank line: the tools skip it
         rows += 1
+        if not checking:
+            continue
+        # The common case in one step (a million rows in ~2 s here); the slow path words it.
+        try:
+            x, y = float(row[at_x]), float(row[at_y])
+            if low_x <= x <= high_x and low_y <= y <= high_y:
+                continue
+        except (ValueError, IndexError):
+            pass
         for key, (low, high) in ranges.items():
-            if key in positions:
-                if positions[key] >= len(row):
-                    raise BadContent(
-                        f"row {number} has {len(row)} fields, too few for {columns[key]!r}"
-                    )
-                _coordinate(row[positions[key]], columns[key], number, low, high)
+            if positions[key] >= len(row):
+                raise BadContent(
+                    f"row {number} has {len(row)} fields, too few for {columns[key]!r}"
+                )
+            _coordinate(row[positions[key]], columns[key], number, low, high)
     if number == 0:
         raise BadContent("the CSV is empty")
     if rows == 0:
