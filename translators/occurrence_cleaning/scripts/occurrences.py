@@ -241,12 +241,11 @@ def open_reader(source):
 
     class CsvReader(PointCsvReader):
         def open(self):
-            # lmpy sniffs the dialect from three lines: quotes doubled further down then
-            # split fields. Keep only the sniffed delimiter and read standard CSV quoting.
-            super().open()
-            delimiter = self.reader.reader.dialect.delimiter
-            self.file.seek(0)
-            rows = csv.DictReader(self.file, delimiter=delimiter)
+            # lmpy sniffs the dialect from three lines: quotes doubled further down then split
+            # fields, and a sniff that finds no delimiter raises. Read standard CSV, as the
+            # submission checked it (a file it would not read as CSV never gets here).
+            self.file = open(self.filename, encoding=self.encoding, newline="")  # noqa: SIM115 (closed by close())
+            rows = csv.DictReader(self.file)
             # Column names as the submission checked them: "species_name, x, y" has an x.
             rows.fieldnames = [name.strip() for name in rows.fieldnames or []]
             species = self.species_field
