@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+import defusedxml.ElementTree as ElementTree
 import numpy as np
 
 from translators.occurrence_cleaning.scripts.occurrences import NameMapError, parse_name_map
@@ -460,8 +461,6 @@ META_MAX_BYTES = 4 * 1024**2
 def _dwca_core(meta: bytes) -> tuple[dict, dict[str, dict]]:
     """The occurrence core of a meta.xml as lmpy reads it (the core, or iDigBio's occurrence
     extension): its attributes and its fields by term name."""
-    import defusedxml.ElementTree as ElementTree  # the tools read meta.xml with it too
-
     try:
         root = ElementTree.fromstring(meta)
     except Exception as exc:  # defusedxml's refusals and expat's errors alike
