@@ -136,8 +136,9 @@ def test_column_names_are_matched_without_their_outer_spaces(api, data_dir):
     _refused(api, {**body, "params": {"x_column": "lon"}}, "inputs.occurrences[0]", "x_column")
 
 
-def _dwca(meta_change=None, drop=(), data=None):
-    """The odd-names archive with meta.xml changed by `meta_change`, members dropped."""
+def _dwca(meta_change=None, drop=(), data=None, rename=None):
+    """The odd-names archive with meta.xml changed by `meta_change`, members dropped or
+    renamed."""
     import io
     import zipfile
 
@@ -151,6 +152,8 @@ def _dwca(meta_change=None, drop=(), data=None):
         members["occurrence.txt"] = data
     for name in drop:
         members.pop(name)
+    for old, new in (rename or {}).items():
+        members[new] = members.pop(old)
     return synthetic.zip_bytes(members)
 
 
@@ -171,6 +174,11 @@ TERMS = "http://rs.tdwg.org/dwc/terms/"
         (_dwca(data="id,scientificName\nocc-1,Ac\xe9r\n".encode("latin-1")), "not UTF-8 text"),
         (_dwca(data=b"id,scientificName,decimalLongitude\n"), "holds no records"),
         (_dwca(lambda m: m.replace("<archive", "<archive><unclosed")), "does not parse as XML"),
+        (
+            _dwca(lambda m: m.replace("<archive", '<!DOCTYPE a [<!ENTITY e "e">]>\n<archive')),
+            "does not parse as XML",  # entities (billion laughs) are refused
+        ),
+        (_dwca(rename={"meta.xml": "dwca/meta.xml"}), "meta.xml is not at its root"),
     ],
 )
 def test_a_dwca_the_tools_cannot_read_is_a_400_at_submission(api, data_dir, archive, words):
