@@ -832,3 +832,34 @@ def test_the_clean_stage_is_planned_after_a_split_that_resolved_names():
     produced = {"split": [*split_products("Acer_rubrum"), "work/names.json", RESOLVED_NAMES]}
     stage = WORKFLOW.next_stage(params, staged, ["split"], produced)
     assert [rule["category"] for rule in stage.makeflow["rules"]] == ["clean", "gather"]
+
+
+def test_a_name_service_that_does_not_answer_fails_the_rule_naming_it(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "names.json").write_text(json.dumps(["Acer rubrum"]))
+    (tmp_path / "helper.py").write_text(HELPER_SCRIPT)
+    config = {
+        "names": "names.json",
+        "name_map": None,
+        "api_url": f"http://127.0.0.1:{port}/v1",
+        "out": "resolved.json",
+        "wait": 0,
+        "timeout": 2,
+        "attempts": 1,
+    }
+    (tmp_path / "resolve.json").write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "helper.py", "resolve", "resolve.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"the name service at http://127.0.0.1:{port}/v1 did not answer" in result.stderr
+    assert not (tmp_path / "resolved.json").exists()
