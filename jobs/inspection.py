@@ -23,7 +23,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+import defusedxml.ElementTree as ElementTree
 import numpy as np
+
+from translators.occurrence_cleaning.scripts.occurrences import NameMapError, parse_name_map
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ CSV_SNIFF_ROWS = 200
 CSV_LINE_MAX = 1024**2
 # lmpy's headers.json: site coordinates and species names, a few MB for the largest PAM allowed.
 HEADERS_MAX_BYTES = 64 * 1024**2
+# A name map is read whole (JSON must be): a million names is a few tens of MB.
+NAME_MAP_MAX_BYTES = 256 * 1024**2
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF and BigTIFF
 # GDAL as the inspection runs it: rasters by header only, no sidecar files looked for or written
 # (.aux.xml, .ovr, world files), no network, one thread, a small block cache.
@@ -358,49 +363,197 @@ def _csv_stream(path: Path, *, limits: Limits) -> Iterator[tuple[int, list[str]]
         raise BadContent(f"the CSV does not parse: {exc}") from None
 
 
-def check_occurrences(path: Path, columns: dict[str, str], *, limits: Limits) -> dict:
-    """A CSV with a header naming the requested columns and at least one record."""
+def _coordinate(value: str, column: str, number: int, low: float, high: float) -> None:
+    try:
+        number_value = float(value)
+    except ValueError:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise BadContent(f"row {number}: {column!r} is not a number ({shown!r})") from None
+    if not math.isfinite(number_value):
+        raise BadContent(f"row {number}: {column!r} is not a finite number ({value!r})")
+    if not low <= number_value <= high:
+        raise BadContent(
+            f"row {number}: {column!r} is {value}, outside {low:g} to {high:g} (degrees; "
+            "records in another projection need a coordinate_conversion step, or `epsg`)"
+        )
+
+
+def check_occurrences(
+    path: Path, columns: dict[str, str], *, limits: Limits, attributes=(), geographic=True
+) -> dict:
+    """A CSV whose header names the requested columns (outer spaces aside), at least one
+    record, and every record's x and y a finite number (longitude and latitude in range when
+    `geographic`). Facts: rows, and which of `attributes` are columns."""
     if path.suffix == ".zip":
-        return check_dwca(path, limits=limits)
+        return check_dwca(path, limits=limits, attributes=attributes)
     positions: dict[str, int] = {}
+    ranges = {"x_column": (-180.0, 180.0), "y_column": (-90.0, 90.0)}
+    if not geographic:
+        ranges = {key: (-math.inf, math.inf) for key in ranges}
+    header: list[str] = []
     number = rows = 0
     for number, row in _csv_stream(path, limits=limits):
         if number == 1:
+            # The workers read the column names with outer spaces removed.
             header = [name.strip() for name in row]
             missing = [f"{key}={name!r}" for key, name in columns.items() if name not in header]
             if missing:
                 shown = ", ".join(header[:20])
                 raise BadContent(f"the CSV has no column {', '.join(missing)} (it has: {shown})")
             positions = {key: header.index(name) for key, name in columns.items()}
+            checking = "x_column" in positions and "y_column" in positions
+            at_x, at_y = positions.get("x_column", 0), positions.get("y_column", 0)
+            (low_x, high_x), (low_y, high_y) = ranges["x_column"], ranges["y_column"]
             continue
+        if len(row) <= 1 and not "".join(row).strip():
+            continue  # a blank line: the tools skip it
         rows += 1
-        if number > CSV_SNIFF_ROWS + 1:
-            continue  # the rest is counted and checked as CSV, not value by value
-        for key in ("x_column", "y_column"):
-            if key in positions:
-                try:
-                    float(row[positions[key]])
-                except (ValueError, IndexError):
-                    raise BadContent(f"row {number}: {columns[key]!r} is not a number") from None
+        if not checking:
+            continue
+        # The common case in one step (a million rows in ~2 s here); the slow path words it.
+        try:
+            x, y = float(row[at_x]), float(row[at_y])
+            if low_x <= x <= high_x and low_y <= y <= high_y:
+                continue
+        except (ValueError, IndexError):
+            pass
+        for key, (low, high) in ranges.items():
+            if positions[key] >= len(row):
+                raise BadContent(
+                    f"row {number} has {len(row)} fields, too few for {columns[key]!r}"
+                )
+            _coordinate(row[positions[key]], columns[key], number, low, high)
     if number == 0:
         raise BadContent("the CSV is empty")
     if rows == 0:
         raise BadContent("the CSV has a header but no records")
-    return {"rows": rows}
+    return {"rows": rows, "attributes": sorted(set(attributes) & set(header))}
 
 
 def check_name_map(path: Path, *, limits: Limits) -> dict:
-    rows = sum(1 for _ in _csv_stream(path, limits=limits))
-    if not rows:
-        raise BadContent("the name map is empty")
-    return {"rows": rows}
+    """A name map in one of lmpy's forms, read exactly as the workers read it."""
+    with path.open("rb") as handle:
+        data = handle.read(NAME_MAP_MAX_BYTES + 1)
+    if len(data) > NAME_MAP_MAX_BYTES:
+        raise BadContent(f"the name map is larger than {NAME_MAP_MAX_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadContent(f"the name map is not UTF-8 text (byte {exc.start})") from None
+    if "\x00" in text:
+        raise BadContent("the name map holds NUL bytes")
+    try:
+        name_map = parse_name_map(text)
+    except NameMapError as exc:
+        raise BadContent(str(exc)) from None
+    if len(name_map) > limits.csv_rows:
+        raise BadContent(f"the name map has more than {limits.csv_rows} names")
+    unresolved = sum(1 for accepted in name_map.values() if accepted is None)
+    return {"names": len(name_map), "unresolved": unresolved}
 
 
-def check_dwca(path: Path, *, limits: Limits) -> dict:
+# The Darwin Core text namespace, as lmpy's DwCA reader looks for its elements.
+DWC_TEXT = "{http://rs.tdwg.org/dwc/text/}"
+OCCURRENCE_ROW_TYPE = "http://rs.tdwg.org/dwc/terms/Occurrence"
+META_MAX_BYTES = 4 * 1024**2
+
+
+def _dwca_core(meta: bytes) -> tuple[dict, dict[str, dict]]:
+    """The occurrence core of a meta.xml as lmpy reads it (the core, or iDigBio's occurrence
+    extension): its attributes and its fields by term name."""
+    try:
+        root = ElementTree.fromstring(meta)
+    except Exception as exc:  # defusedxml's refusals and expat's errors alike
+        raise BadContent(f"meta.xml does not parse as XML: {str(exc)[:200]}") from None
+    core = root.find(f"{DWC_TEXT}core")
+    if core is None:
+        for extension in root.findall(f"{DWC_TEXT}extension"):
+            if "rowType" not in extension.attrib:
+                raise BadContent("meta.xml has an extension without a rowType")
+            if extension.attrib["rowType"] == OCCURRENCE_ROW_TYPE:
+                core = extension
+                break
+    if core is None:
+        raise BadContent(
+            "meta.xml has no core (and no occurrence extension): not an occurrence archive"
+        )
+    files = core.find(f"{DWC_TEXT}files")
+    locations = files.findall(f"{DWC_TEXT}location") if files is not None else []
+    if not locations or not (locations[0].text or "").strip():
+        raise BadContent("meta.xml's core names no data file (files/location)")
+    fields: dict[str, dict] = {}
+    for element in core.findall(f"{DWC_TEXT}field"):
+        term = element.attrib.get("term")
+        if not term:
+            raise BadContent("meta.xml has a core field without a term")
+        index = element.attrib.get("index")
+        if index is not None and not index.strip().isdigit():
+            raise BadContent(f"meta.xml gives the field {term} the index {index!r}")
+        fields[term.split("/")[-1] if term.find("/") > 0 else term] = dict(element.attrib)
+    for element in core.findall(f"{DWC_TEXT}id"):
+        fields["id"] = dict(element.attrib)
+    attributes = dict(core.attrib)
+    attributes["location"] = locations[0].text
+    return attributes, fields
+
+
+def check_dwca(path: Path, *, limits: Limits, attributes=()) -> dict:
+    """A Darwin Core Archive the tools can read: meta.xml at its root describing an occurrence
+    core with scientificName and coordinates (decimalLongitude and decimalLatitude, or
+    iDigBio's geoPoint), its data file present, in its declared encoding, with records."""
     members = check_zip_members(path, limits=limits)
-    if not any(PurePosixPath(m.filename).name.lower() == "meta.xml" for m in members):
+    by_name = {m.filename: m for m in members}
+    if "meta.xml" not in by_name:
+        if any(PurePosixPath(m.filename).name.lower() == "meta.xml" for m in members):
+            raise BadContent(
+                "not a Darwin Core Archive the tools read: meta.xml is not at its root"
+            )
         raise BadContent("not a Darwin Core Archive: no meta.xml")
-    return {"members": len(members)}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            with _member_stream(archive, by_name["meta.xml"], META_MAX_BYTES) as stream:
+                meta = stream.read()
+            core, fields = _dwca_core(meta)
+            lacking = [term for term in ("scientificName",) if term not in fields]
+            if not {"decimalLongitude", "decimalLatitude"} <= set(fields) and (
+                "geoPoint" not in fields
+            ):
+                lacking.append("decimalLongitude and decimalLatitude (or geoPoint)")
+            if lacking:
+                raise BadContent(f"the archive's core has no {' and no '.join(lacking)} field")
+            location = core["location"].strip()
+            if location not in by_name:
+                raise BadContent(f"the archive lacks its core data file {location!r}")
+            encoding = core.get("encoding", "UTF-8")
+            try:
+                decoder = codecs.getincrementaldecoder(encoding)()
+            except LookupError:
+                raise BadContent(f"meta.xml names an unknown encoding {encoding!r}") from None
+            skip = core.get("ignoreHeaderLines", "0").strip()
+            if not skip.isdigit():
+                raise BadContent(f"meta.xml's ignoreHeaderLines is {skip!r}, not a count")
+            lines = 0
+            budget = limits.zip_unpacked_bytes
+            with _member_stream(archive, by_name[location], budget) as stream:
+                try:
+                    while chunk := stream.read(1024**2):
+                        lines += decoder.decode(chunk).count("\n")
+                    tail = decoder.decode(b"", final=True)
+                except UnicodeDecodeError as exc:
+                    raise BadContent(
+                        f"the core data file {location!r} is not {encoding} text ({exc.reason})"
+                    ) from None
+                lines += 1 if tail.strip() else 0
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise BadContent(f"a member does not unpack ({type(exc).__name__}: {exc})") from None
+    records = lines - int(skip)
+    if records < 1:
+        raise BadContent(f"the core data file {location!r} holds no records")
+    return {
+        "members": len(members),
+        "records": records,
+        "attributes": sorted(set(attributes) & set(fields)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,12 +752,41 @@ def _columns(params: dict) -> dict[str, str]:
     }
 
 
+def _wranglers(params: dict) -> list[dict]:
+    wranglers = params.get("wranglers")
+    return [w for w in wranglers if isinstance(w, dict)] if isinstance(wranglers, list) else []
+
+
+def filtered_attributes(params: dict) -> list[str]:
+    """The record attributes a request's attribute_filter steps look at."""
+    return [
+        w["attribute"]
+        for w in _wranglers(params)
+        if w.get("type") == "attribute_filter" and isinstance(w.get("attribute"), str)
+    ]
+
+
+def _geographic(params: dict) -> bool:
+    """Whether the request reads x and y as longitude and latitude (EPSG:4326)."""
+    if any(w.get("type") == "coordinate_conversion" for w in _wranglers(params)):
+        return False
+    return params.get("epsg", 4326) == 4326
+
+
+def _check_occurrences(path: Path, params: dict, limits: Limits) -> dict:
+    return check_occurrences(
+        path,
+        _columns(params),
+        limits=limits,
+        attributes=filtered_attributes(params),
+        geographic=_geographic(params),
+    )
+
+
 CHECKS = {
     "pam": lambda path, params, limits: check_pam(path, limits=limits),
     "tree": lambda path, params, limits: check_tree(path, limits=limits),
-    "occurrences": lambda path, params, limits: check_occurrences(
-        path, _columns(params), limits=limits
-    ),
+    "occurrences": _check_occurrences,
     "dwca": lambda path, params, limits: check_dwca(path, limits=limits),
     "raster": lambda path, params, limits: check_raster(path, limits=limits),
     "shapefiles": lambda path, params, limits: check_shapefiles(path, limits=limits),

@@ -222,8 +222,10 @@ def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
         raise RequestInvalid(errors)
 
     params = workflow.with_defaults(payload.get("params", {}))
+    _check_name_resolver(params)
     facts = _inspect(workflow, inputs, params)
     _check_work(params, facts)
+    _check_against_inputs(params, facts)
 
     request = {
         "workflow": workflow.name,
@@ -278,6 +280,61 @@ def _check_work(params: dict, facts: dict[str, dict]) -> None:
                     ]
                 }
             )
+
+
+def _resolving_steps(params: dict):
+    for number, step in enumerate(params.get("wranglers") or []):
+        if isinstance(step, dict) and "name_resolver" in step:
+            yield number, step
+
+
+def _check_name_resolver(params: dict) -> None:
+    """`name_resolver: gbif` only where the deployment lets workers reach the name service;
+    its address is the deployment's, recorded in the stored request (users cannot set it)."""
+    errors: dict[str, list[str]] = {}
+    for number, step in _resolving_steps(params):
+        if not settings.GBIF_NAMES:
+            errors[f"params.wranglers[{number}].name_resolver"] = [
+                "this deployment does not resolve names through GBIF (its workers may not "
+                "reach the internet): give every name in the name_map input instead"
+            ]
+        else:
+            step["api_url"] = settings.GBIF_API_URL
+    if errors:
+        raise RequestInvalid(errors)
+
+
+def _check_against_inputs(params: dict, facts: dict[str, dict]) -> None:
+    """What the request's params expect of its inputs, from what the inspection found."""
+    errors: dict[str, list[str]] = {}
+    occurrences = [
+        found for field, found in facts.items() if field.startswith("inputs.occurrences")
+    ]
+    present = {name for found in occurrences for name in found.get("attributes", [])}
+    for number, step in enumerate(params.get("wranglers") or []):
+        if not isinstance(step, dict):
+            continue
+        filtered = step.get("type") == "attribute_filter" and occurrences
+        if filtered and step["attribute"] not in present:
+            errors[f"params.wranglers[{number}].attribute"] = [
+                f"no occurrence input has {step['attribute']!r}: not a column of a CSV "
+                "input (exactly as in its header) nor a field of a DwCA's core (its term "
+                "name, as in meta.xml)"
+            ]
+        name_map = facts.get("inputs.name_map")
+        if (
+            step.get("type") == "accepted_names"
+            and name_map
+            and step.get("unmapped") == "drop"
+            and "name_resolver" not in step
+            and name_map.get("names", 0) == name_map.get("unresolved", 0)
+        ):
+            errors.setdefault("inputs.name_map", []).append(
+                "every name in the map is unresolved (null or None) and unmapped is drop: "
+                "no record would be left"
+            )
+    if errors:
+        raise RequestInvalid(errors)
 
 
 def _find_dataset(datasets: QuerySet[Dataset], dataset_id: str) -> Dataset | None:

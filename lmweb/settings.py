@@ -395,6 +395,11 @@ MAX_INPUT_DATASETS = env_int("LMWEB_MAX_INPUT_DATASETS", 100, minimum=1)
 # x 55 species x 10,000 randomizations, is 1.16e9.
 MAX_RANDOMIZED_CELLS = env_int("LMWEB_MAX_RANDOMIZED_CELLS", 2_000_000_000, minimum=1)
 
+# occurrence-cleaning's `name_resolver: gbif` (issue 15): off unless the deployment's workers
+# may reach the name service; its rule alone gets the network (the guard, LMWEB_RULE_NETWORK).
+GBIF_NAMES = env_bool("LMWEB_GBIF_NAMES", False)
+GBIF_API_URL = env_url("LMWEB_GBIF_API_URL", "https://api.gbif.org/v1", {"http", "https"})
+
 # --- Contain makeflow (issue 11, item 5). Each makeflow runs in bubblewrap, where only its job
 # folder can be written: CCTools 9.9's manager writes a returned output wherever the worker's
 # reply names it. On by default when /usr/bin/bwrap (Debian's bubblewrap, the one

@@ -432,3 +432,78 @@ def continental_pam(
     headers = [[int(i), float(x), float(y)] for i, x, y in zip(ids, lon, lat, strict=True)]
     Matrix(data.astype(float), headers={"0": headers, "1": names}).write(str(path))
     return names
+
+
+# Names as researchers have them (issue 15)
+
+# scientificName as archives give it: accents, hybrids written "x" and with the multiplication
+# sign, authors (one with a
+# comma), quotes, extra whitespace, nothing at all; (name, x, y) with one missing longitude.
+ODD_NAME_RECORDS = [
+    ("Acer rubrum L.", "-80.5", "35.25"),
+    ("Acer rubrum L.", "-81.5", "36.25"),
+    ("ACER RUBRUM", "-82.5", "37.25"),
+    ("Acér saccharinum", "-83.5", "38.25"),
+    ("Acer x freemanii", "-84.5", "39.25"),
+    ("Acer \u00d7freemanii", "-85.5", "40.25"),
+    ('Acer "quoted" negundo', "-86.5", "41.25"),
+    ("  Acer   platanoides  ", "-87.5", "42.25"),
+    ("  Acer   platanoides  ", "-88.5", "43.25"),
+    ("Quercus alba L., 1753", "-89.5", "44.25"),
+    ("", "-90.5", "45.25"),
+    ("Acer rubrum L.", "", "46.25"),
+]
+
+
+def odd_names_dwca(records=ODD_NAME_RECORDS) -> bytes:
+    """A Darwin Core Archive whose core is quoted CSV (fieldsEnclosedBy '"'), so that names may
+    hold commas and quotes; terms scientificName, decimalLongitude, decimalLatitude, country."""
+    import csv
+
+    terms = ("scientificName", "decimalLongitude", "decimalLatitude", "country")
+    fields = "".join(
+        f'    <field index="{i}" term="http://rs.tdwg.org/dwc/terms/{t}"/>\n'
+        for i, t in enumerate(terms, start=1)
+    )
+    meta = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<archive xmlns="http://rs.tdwg.org/dwc/text/">\n'
+        '  <core encoding="UTF-8" fieldsTerminatedBy="," linesTerminatedBy="\\n" '
+        'fieldsEnclosedBy="&quot;" ignoreHeaderLines="1" '
+        'rowType="http://rs.tdwg.org/dwc/terms/Occurrence">\n'
+        "    <files><location>occurrence.txt</location></files>\n"
+        '    <id index="0"/>\n'
+        f"{fields}  </core>\n</archive>\n"
+    )
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["id", *terms])
+    for number, (name, x, y) in enumerate(records, start=1):
+        writer.writerow([f"occ-{number}", name, x, y, "US"])
+    return zip_bytes({"meta.xml": meta.encode(), "occurrence.txt": text.getvalue().encode()})
+
+
+def lmpy_name_map(name_map: dict, form: str) -> bytes:
+    """`name_map` as lmpy's accepted-name wrangler writes it (out_map_filename), in its JSON
+    (null for an unresolved name) or CSV form ("Name,Accepted" header, "None")."""
+    from lmpy.data_wrangling.occurrence.accepted_name_wrangler import (
+        AcceptedNameOccurrenceWrangler,
+    )
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"map.{form}"
+        wrangler = AcceptedNameOccurrenceWrangler(name_map=dict(name_map))
+        wrangler.write_map_to_file(str(path), form)
+        return path.read_bytes()
+
+
+# The map researchers bring for ODD_NAME_RECORDS: keys as they spell the names, null where a
+# resolver found nothing.
+ODD_NAMES_MAP = {
+    "Acer rubrum L.": "Acer rubrum",
+    "Acér saccharinum": "Acer saccharinum",
+    "Acer x freemanii": "Acer \u00d7freemanii",
+    'Acer "quoted" negundo': "Acer negundo",
+    "Acer platanoides": None,
+    "Quercus alba L., 1753": "Quercus alba",
+}

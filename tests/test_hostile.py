@@ -474,10 +474,16 @@ def test_a_wrangler_string_with_shell_metacharacters_is_refused(
 
 @needs_cleaning
 @pytest.mark.django_db
-def test_wrangler_free_text_with_shell_metacharacters_is_stored_verbatim(api, datasets):
-    # The twin: an attribute name and the values to exclude are the user's text.
+def test_wrangler_free_text_with_shell_metacharacters_is_stored_verbatim(api):
+    # The twin: an attribute name and the values to exclude are the user's text. The attribute
+    # must be a column of the CSV (checked at submission).
     texts = [mark.values[0] for mark in METACHARACTERS]
     wrangler = {"type": "attribute_filter", "attribute": ODD_COLUMN, "exclude": texts}
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(["species_name", "x", "y", ODD_COLUMN])
+    rows = b"".join(line + b",1\n" for line in OCCURRENCES.split(b"\n")[1:] if line)
+    content = header.getvalue().encode() + rows
+    datasets = Datasets(api, None, {"occurrences": ("odd.csv", lambda: content)})
     body = datasets.fill(_valid_or_skip(CLEANING))
     body["params"]["wranglers"].append(wrangler)
     response = post_json(api, body)

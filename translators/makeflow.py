@@ -37,13 +37,16 @@ def check_path(path: str) -> str:
 class Category:
     """Resources Work Queue reserves for each rule of a category (memory and disk in MB), and
     what GDAL may open in its rules: `gdal` lists driver short names, `vsi` the virtual file
-    systems it uses on purpose (e.g. "/vsizip/"). Workers hold each rule to these (the guard)."""
+    systems it uses on purpose (e.g. "/vsizip/"); `network` that its rules reach a service
+    (the sandbox cuts the network of every other rule). Workers hold each rule to these (the
+    guard)."""
 
     cores: int
     memory: int
     disk: int
     gdal: tuple[str, ...] = ()
     vsi: tuple[str, ...] = ()
+    network: bool = False
 
     def __post_init__(self) -> None:
         for name in (*self.gdal, *self.vsi):
@@ -51,12 +54,15 @@ class Category:
                 raise ValueError(f"bad GDAL driver or file system name: {name!r}")
 
     def render(self) -> dict:
+        environment = {
+            "LMWEB_GDAL_DRIVERS": ",".join(self.gdal),
+            "LMWEB_GDAL_VSI": ",".join(self.vsi),
+        }
+        if self.network:
+            environment["LMWEB_RULE_NETWORK"] = "1"
         return {
             "resources": {"cores": self.cores, "memory": self.memory, "disk": self.disk},
-            "environment": {
-                "LMWEB_GDAL_DRIVERS": ",".join(self.gdal),
-                "LMWEB_GDAL_VSI": ",".join(self.vsi),
-            },
+            "environment": environment,
         }
 
 

@@ -10,7 +10,8 @@ task's sandbox folder, with the standard library only. It:
   at most ``--seconds``. A rule over a limit is killed, and the reason is appended to the rule's
   own stderr log (``logs/<LMWEB_RULE>.stderr``), which the job's error then quotes;
 - runs the command under bubblewrap: the whole file system read-only except the task's own
-  folder (its temporary files go there), no network, no other process visible, and the paths in
+  folder (its temporary files go there), no network (but for a category that declares
+  ``LMWEB_RULE_NETWORK=1``), no other process visible, and the paths in
   ``LMWEB_RULE_HIDE`` (the service's data, secrets and the worker's other tasks) replaced by
   empty folders. ``LMWEB_RULE_SANDBOX`` is ``required`` (no bubblewrap: the rule fails),
   ``auto`` (the default: sandbox when bubblewrap works here) or ``off``;
@@ -194,8 +195,9 @@ def hidden_paths(listed: list[str], folder: str) -> list[str]:
     return paths
 
 
-def sandbox_argv(bwrap: str, folder: str, hidden: list[str]) -> list[str]:
-    """bubblewrap's arguments: read-only root, the task folder writable, `hidden` emptied.
+def sandbox_argv(bwrap: str, folder: str, hidden: list[str], network: bool = False) -> list[str]:
+    """bubblewrap's arguments: read-only root, the task folder writable, `hidden` emptied, no
+    network unless the rule's category declares it needs one (``LMWEB_RULE_NETWORK=1``).
 
     /tmp stays as it is, read-only like the rest (the service may well be installed there): a
     rule writes its temporary files in its folder (Work Queue points TMPDIR there)."""
@@ -206,7 +208,8 @@ def sandbox_argv(bwrap: str, folder: str, hidden: list[str]) -> list[str]:
         elif os.path.lexists(path):
             argv += ["--ro-bind", "/dev/null", path]
     argv += ["--bind", folder, folder, "--chdir", folder]
-    argv += ["--unshare-net", "--unshare-ipc", "--unshare-pid", "--unshare-uts"]
+    argv += [] if network else ["--unshare-net"]
+    argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts"]
     argv += ["--die-with-parent", "--"]
     return argv
 
@@ -352,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = ["/bin/sh", "-c", command]
     bwrap = find_program(BWRAP) if mode != "off" else None
     if mode != "off":
-        sandbox = sandbox_argv(bwrap, folder, hidden) if bwrap else []
+        network = os.environ.get("LMWEB_RULE_NETWORK") == "1"
+        sandbox = sandbox_argv(bwrap, folder, hidden, network) if bwrap else []
         if bwrap and (mode == "required" or bwrap_works(sandbox, workspace)):
             argv = sandbox + argv
         elif mode == "required":

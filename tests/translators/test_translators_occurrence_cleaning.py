@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from jsonschema import ValidationError
 from support import (
     assert_makeflow_accepts,
     assert_refused_while_twin_passes,
@@ -19,6 +20,7 @@ from support import (
     steps,
 )
 
+from tests import synthetic
 from translators import InvalidRequest
 from translators.base import canonical_json
 from translators.makeflow import check_path
@@ -27,6 +29,7 @@ from translators.occurrence_cleaning.workflow import (
     HELPER_SCRIPT,
     MAX_CLEAN_RULES,
     MAX_SPECIES,
+    RESOLVED_NAMES,
     SLUG,
     WORKFLOW,
 )
@@ -298,7 +301,7 @@ def test_a_staged_path_with_awkward_characters_stays_one_argument_and_valid_json
         ({"occurrences": ["inputs/occurrences-0.tsv"]}, "not one of"),
         ({"occurrences": "inputs/occurrences-0.csv"}, "expected a list"),
         ({"occurrences": ["/data/occurrences-0.csv"]}, "relative"),
-        ({"occurrences": [CSV], "name_map": "inputs/name_map.txt"}, "not one of"),
+        ({"occurrences": [CSV], "name_map": "inputs/name_map.tif"}, "not one of"),
     ],
 )
 def test_bad_staged_inputs_are_refused(staged, problem):
@@ -343,7 +346,10 @@ BOX = {"type": "bounding_box", "min_x": -130, "min_y": 20, "max_x": -60, "max_y"
 BAD = {
     "gbif resolver type": _wranglers({"type": "gbif_resolver"}),
     "raw lmpy wrangler": _wranglers({"wrangler_type": "AcceptedNameOccurrenceWrangler"}),
-    "name resolver passed through": _wranglers({"type": "accepted_names", "name_resolver": "gbif"}),
+    "name resolver not offered": _wranglers({"type": "accepted_names", "name_resolver": "col"}),
+    "name service URL from the user": _wranglers(
+        {"type": "accepted_names", "name_resolver": "gbif", "api_url": "http://127.0.0.1:1/"}
+    ),
     "name map path in params": _wranglers({"type": "accepted_names", "name_map": "/etc/passwd"}),
     "module injection": _wranglers({**BOX, "module": "os"}),
     "spatial index": _wranglers({"type": "spatial_index", "spatial_index": "/data/index"}),
@@ -649,3 +655,211 @@ def test_the_helper_splits_odd_names_safely_and_applies_record_wranglers(tmp_pat
 def test_makeflow_accepts_each_document(name, tmp_path):
     staged, done, produced, params = GOLDEN[name]
     assert_makeflow_accepts(plan(staged, done, produced, **params), tmp_path)
+
+
+# --- name maps as lmpy writes them, and the name service ------------------------------------
+
+
+def _lmpy_map_file(tmp_path, name_map, form):
+    """A name map written by lmpy's own writer (what out_map_filename produces)."""
+    from lmpy.data_wrangling.occurrence.accepted_name_wrangler import (
+        AcceptedNameOccurrenceWrangler,
+    )
+
+    path = tmp_path / f"written.{form}"
+    AcceptedNameOccurrenceWrangler(name_map=dict(name_map)).write_map_to_file(str(path), form)
+    return path
+
+
+LMPY_MAP = {
+    "Acer rubrum": "Acer rubrum",
+    "Acer rubrum l.": "Acer rubrum",
+    "Acer drummondii": None,
+    "Quercus x bebbiana": "Quercus bebbiana",
+}
+
+
+@pytest.mark.parametrize("form", ["json", "csv"])
+def test_a_map_lmpy_wrote_reads_with_null_as_unresolved(helper, tmp_path, form):
+    pytest.importorskip("lmpy")
+    path = _lmpy_map_file(tmp_path, LMPY_MAP, form)
+    written = path.read_text()
+    # The forms this test is about: JSON with null, CSV with lmpy's header and "None".
+    assert ("null" in written) if form == "json" else written.startswith("Name,Accepted\n")
+    assert form == "json" or "Acer drummondii,None" in written
+    assert helper["parse_name_map"](written) == {
+        "Acer rubrum": "Acer rubrum",
+        "Acer rubrum l.": "Acer rubrum",
+        "Acer drummondii": None,
+        "Quercus x bebbiana": "Quercus bebbiana",
+    }
+    # Unresolved names are left out of what lmpy gets: they are then unmapped (keep or drop).
+    loaded = helper["load_name_map"](str(path))
+    assert "Acer drummondii" not in loaded and loaded["Acer rubrum l."] == "Acer rubrum"
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"Acer rubrum": 3}', "gives 'Acer rubrum' a int"),
+        ('["Acer rubrum", "Acer rubrum"]', "must be an object"),
+        ('{"Acer rubrum": ', "does not parse"),
+        ("Acer rubrum,Acer rubrum,L.\n", "line 1 has 3 fields"),
+        ("Name,Accepted\n", "holds no names"),
+        ("{}", "holds no names"),
+    ],
+)
+def test_a_map_lmpy_could_not_have_written_is_refused_with_where(helper, text, problem):
+    with pytest.raises(helper["NameMapError"], match=problem):
+        helper["parse_name_map"](text)
+
+
+def test_map_names_match_with_spaces_made_one_and_lmpy_capitals(helper):
+    parsed = helper["parse_name_map"]('{"  acer   RUBRUM ": " Acer  rubrum ", "x": ""}')
+    assert parsed == {"Acer rubrum": "Acer rubrum", "X": None}
+
+
+def _resolving(**extra):
+    return [{"type": "accepted_names", "name_resolver": "gbif", **extra}]
+
+
+def test_the_name_service_gets_its_own_networked_rule_before_the_split():
+    url = "http://names.example/v1"
+    # The service URL is the deployment's, added to the stored request at submission.
+    staged = {"occurrences": [CSV, DWCA], "name_map": NAME_MAP}
+    params = WORKFLOW.with_defaults({"wranglers": _resolving(unmapped="drop", api_url=url)})
+    stage = WORKFLOW.next_stage(params, staged, [], {})
+    rules = {rule["category"]: rule for rule in stage.makeflow["rules"][1:]}
+    assert [r["category"] for r in stage.makeflow["rules"]] == ["split", "resolve", "split"]
+    assert [steps(r)[0][2] for r in stage.makeflow["rules"]] == ["names", "resolve", "split"]
+    categories = stage.makeflow["categories"]
+    assert categories["resolve"]["environment"]["LMWEB_RULE_NETWORK"] == "1"
+    assert "LMWEB_RULE_NETWORK" not in categories["split"]["environment"]
+    # The networked rule reads no upload but the name map; the split reads its answers.
+    resolve_inputs = [
+        i if isinstance(i, str) else i["dag_name"] for i in rules["resolve"]["inputs"]
+    ]
+    assert CSV not in resolve_inputs and DWCA not in resolve_inputs
+    assert json.loads(stage.files["work/config/resolve.json"])["api_url"] == url
+    split_config = json.loads(stage.files["work/config/split.json"])
+    assert split_config["wranglers"][0]["name_map"] == "outputs/resolved_names.json"
+    assert split_config["wranglers"][0]["keep_unmapped"] is False
+
+
+def test_a_resolver_needs_no_map_but_needs_the_recorded_service_url():
+    request_validator(WORKFLOW).validate(request({"occurrences": [CSV]}, wranglers=_resolving()))
+    params = WORKFLOW.with_defaults({"wranglers": _resolving()})
+    with pytest.raises(ValueError, match="service URL"):
+        WORKFLOW.next_stage(params, {"occurrences": [CSV]}, [], {})
+    without = request({"occurrences": [CSV]}, wranglers=[{"type": "accepted_names"}])
+    with pytest.raises(ValidationError):
+        request_validator(WORKFLOW).validate(without)
+
+
+def _split_odd_dwca(tmp_path, name_map, unmapped):
+    """Run the helper's split on the odd-names DwCA with `name_map` (bytes), as a worker does."""
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs/occ-0.zip").write_bytes(synthetic.odd_names_dwca())
+    (tmp_path / "inputs/map.json").write_bytes(name_map)
+    (tmp_path / "helper.py").write_text(HELPER_SCRIPT)
+    config = {
+        "sources": [{"path": "inputs/occ-0.zip", "format": "dwca"}],
+        "wranglers": [
+            {
+                "wrangler_type": "AcceptedNameOccurrenceWrangler",
+                "name_map": "inputs/map.json",
+                "keep_unmapped": unmapped == "keep",
+            }
+        ],
+        "out_dir": "work/split",
+        "manifest": "work/split.json",
+        "max_species": 100,
+    }
+    (tmp_path / "split.json").write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "helper.py", "split", "split.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "work/split.json").read_text())
+    return {item["name"]: item["records"] for item in manifest["species"]}, manifest
+
+
+@pytest.mark.parametrize("form", ["json", "csv"])
+def test_odd_dwca_names_map_through_an_lmpy_map_dropping_the_unresolved(tmp_path, form):
+    pytest.importorskip("lmpy")
+    species, manifest = _split_odd_dwca(
+        tmp_path, synthetic.lmpy_name_map(synthetic.ODD_NAMES_MAP, form), "drop"
+    )
+    # "Acer rubrum L." (twice) and "ACER RUBRUM" (lmpy capitalizes: not in the map, dropped);
+    # the record without a longitude is counted, not fatal; platanoides is null: dropped.
+    assert species == {
+        "Acer rubrum": 2,
+        "Acer saccharinum": 1,
+        "Acer \u00d7freemanii": 1,
+        "Acer negundo": 1,
+        "Quercus alba": 1,
+    }
+    source = manifest["sources"][0]
+    assert source["records_read"] == 12
+    assert source["records_without_name"] == 1
+    assert source["records_without_finite_coordinates"] == 1
+
+
+def test_odd_dwca_names_kept_under_their_own_name_when_unresolved(tmp_path):
+    pytest.importorskip("lmpy")
+    species, manifest = _split_odd_dwca(
+        tmp_path, synthetic.lmpy_name_map(synthetic.ODD_NAMES_MAP, "json"), "keep"
+    )
+    assert species == {
+        "Acer rubrum": 3,  # with "ACER RUBRUM", kept as lmpy holds it: "Acer rubrum"
+        "Acer saccharinum": 1,
+        "Acer \u00d7freemanii": 2,  # mapped from "x", and its own spelling kept
+        "Acer negundo": 1,
+        "Acer platanoides": 2,  # null: kept, its spaces made one
+        "Quercus alba": 1,
+    }
+    assert manifest["sources"][0]["records_without_finite_coordinates"] == 1
+
+
+def test_the_clean_stage_is_planned_after_a_split_that_resolved_names():
+    staged = {"occurrences": [CSV]}
+    params = WORKFLOW.with_defaults({"wranglers": _resolving(api_url="http://names.example/v1")})
+    produced = {"split": [*split_products("Acer_rubrum"), "work/names.json", RESOLVED_NAMES]}
+    stage = WORKFLOW.next_stage(params, staged, ["split"], produced)
+    assert [rule["category"] for rule in stage.makeflow["rules"]] == ["clean", "gather"]
+
+
+def test_a_name_service_that_does_not_answer_fails_the_rule_naming_it(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "names.json").write_text(json.dumps(["Acer rubrum"]))
+    (tmp_path / "helper.py").write_text(HELPER_SCRIPT)
+    config = {
+        "names": "names.json",
+        "name_map": None,
+        "api_url": f"http://127.0.0.1:{port}/v1",
+        "out": "resolved.json",
+        "wait": 0,
+        "timeout": 2,
+        "attempts": 1,
+    }
+    (tmp_path / "resolve.json").write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "helper.py", "resolve", "resolve.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"the name service at http://127.0.0.1:{port}/v1 did not answer" in result.stderr
+    assert not (tmp_path / "resolved.json").exists()

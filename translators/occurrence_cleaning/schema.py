@@ -31,10 +31,23 @@ def _column(default: str, what: str) -> dict:
 WRANGLERS: dict[str, tuple[str, str, dict, list[str]]] = {
     "accepted_names": (
         SPLIT,
-        "Replace each species name by its accepted name from the `name_map` input (lines "
-        "'original name,accepted name', or a JSON object). `unmapped`: keep names the map "
-        "lacks, or drop their records (lmpy's behaviour).",
-        {"unmapped": {"enum": ["keep", "drop"], "default": "keep"}},
+        "Replace each species name by its accepted name. Names are matched with outer spaces "
+        "removed, inner runs of spaces made one and the first letter capitalized (as lmpy "
+        "holds them). The `name_map` input gives the names, in either of lmpy's forms: a "
+        "JSON object of original name -> accepted name or null (what lmpy's "
+        "resolve_names_gbif and its wrangler's out_map_filename write), or CSV lines "
+        "'original name,accepted name' (lmpy's 'Name,Accepted' header line is skipped; an "
+        "accepted name 'None' or empty is unresolved). `name_resolver`: gbif asks GBIF's "
+        "species match API for every name the map lacks, where the deployment allows it "
+        "(an accepted or synonym match gives its canonical name, as lmpy's "
+        "resolve_names_gbif does; the map, with the answers, is delivered as "
+        "outputs/resolved_names.json); the map is then optional. `unmapped`: what happens "
+        "to the records of a name left unresolved (null, or missing from the map and not "
+        "resolved): drop them (lmpy's behaviour), or keep them under their own name.",
+        {
+            "unmapped": {"enum": ["keep", "drop"], "default": "keep"},
+            "name_resolver": {"enum": ["gbif"]},
+        },
         [],
     ),
     "attribute_filter": (
@@ -112,6 +125,8 @@ def _wrangler_schema() -> dict:
 
 
 ACCEPTED_NAMES = {"properties": {"type": {"const": "accepted_names"}}, "required": ["type"]}
+# An accepted_names step that has only the name map to go by.
+MAP_ONLY = {**ACCEPTED_NAMES, "not": {"required": ["name_resolver"]}}
 
 
 PARAMS_SCHEMA = {

@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from translators.makeflow import Category, Rule, render_makeflow
 from translators.occurrence_cleaning.schema import (
     ACCEPTED_NAMES,
     CLEAN,
+    MAP_ONLY,
     PARAMS_SCHEMA,
     SPLIT,
     WRANGLERS,
@@ -62,6 +64,18 @@ MANIFEST = "outputs/species.json"
 SPECIES_LIST = "outputs/species_list.txt"
 REPORT = "outputs/cleaning_report.json"
 HEATMAP = "outputs/point_heatmap.png"
+NAMES_CONFIG = f"{CONFIG}/names.json"
+RESOLVE_CONFIG = f"{CONFIG}/resolve.json"
+NAMES = "work/names.json"
+RESOLVED_NAMES = "outputs/resolved_names.json"
+RESOLVE = "resolve"
+
+# The name service: at most this many names a job (one request each), a pause between them
+# (lmpy's resolve_names_gbif waits 0.5 s), a timeout and attempts per request.
+MAX_RESOLVED_NAMES = 20_000
+RESOLVE_WAIT_SECONDS = 0.1
+RESOLVE_TIMEOUT_SECONDS = 30
+RESOLVE_ATTEMPTS = 3
 
 # The helper refuses more species than this after the record wranglers (and the planner checks
 # again): beyond it one gather would pull tens of thousands of files through one worker.
@@ -76,6 +90,9 @@ CATEGORIES = {
     SPLIT: Category(cores=1, memory=2048, disk=4096),
     CLEAN: Category(cores=1, memory=2048, disk=1024),
     "gather": Category(cores=1, memory=2048, disk=4096),
+    # The one kind of rule that reaches the network: it reads a list of names (JSON written by
+    # the names rule) and the name map, and asks the name service; it parses no upload.
+    RESOLVE: Category(cores=1, memory=512, disk=512, network=True),
 }
 
 
@@ -128,12 +145,18 @@ class OccurrenceCleaning(Workflow):
         "box, coordinate conversion, decimal precision: in list order) while splitting the "
         "records into one file per species, then cleans each species' file with the species "
         "wranglers (minimum points, unique localities: in list order, after all record "
-        "wranglers) on its own worker. Species names are kept exactly (lmpy capitalizes them: "
-        "'HEUCHERA alba' becomes 'Heuchera alba'); files get safe ASCII names. Deliverables: "
+        "wranglers) on its own worker. Species names are kept exactly but for spaces (outer "
+        "ones removed, inner runs made one) and case (lmpy capitalizes them: 'HEUCHERA alba' "
+        "becomes 'Heuchera alba'); records without a name are dropped and counted; files get "
+        "safe ASCII names. Everything that can be checked on the inputs is checked at "
+        "submission (columns, every record's coordinates, the archive's meta.xml, the name "
+        "map, the attribute_filter's attribute). Deliverables: "
         "outputs/species/<file>.csv per species (a header alone when nothing is left), "
         "outputs/species.json (file name -> species name and record counts), "
         "outputs/species_list.txt (species with records left), outputs/cleaning_report.json "
-        f"(records per input and per record wrangler) and outputs/point_heatmap.png. At most "
+        "(records per input and per record wrangler), outputs/point_heatmap.png and, with "
+        "name_resolver gbif, outputs/resolved_names.json (the name map with GBIF's answers, "
+        f"in lmpy's JSON form). At most "
         f"{MAX_SPECIES:,} species per job."
     )
     params_schema = PARAMS_SCHEMA
@@ -148,11 +171,16 @@ class OccurrenceCleaning(Workflow):
             content="occurrences",
         ),
         "name_map": InputSpec(
-            formats=("csv", "json"),
+            formats=("csv", "json", "txt"),
             required=False,
             description=(
-                "Accepted names for the accepted_names wrangler: 'original name,accepted "
-                "name' lines (.csv) or a JSON object (.json)."
+                "Accepted names for the accepted_names wrangler, in either form lmpy writes "
+                "(its resolve_names_gbif, its wrangler's out_map_filename): a JSON object of "
+                "original name -> accepted name, null for a name left unresolved; or "
+                "'original name,accepted name' lines (a 'Name,Accepted' header line is "
+                "skipped, 'None' or nothing after the comma is unresolved; quote a name "
+                "holding a comma). Told apart by content: JSON starts with '{'. Checked at "
+                "submission: a map that does not read is a 400 naming inputs.name_map."
             ),
             content="name-map",
         ),
@@ -193,16 +221,18 @@ class OccurrenceCleaning(Workflow):
         uses_map = {
             "properties": {
                 "params": {
-                    "properties": {"wranglers": {"contains": ACCEPTED_NAMES}},
+                    "properties": {"wranglers": {"contains": MAP_ONLY}},
                     "required": ["wranglers"],
                 }
             },
             "required": ["params"],
         }
         has_map = {"properties": {"inputs": {"required": ["name_map"]}}, "required": ["inputs"]}
-        # The name map is the accepted_names wrangler's argument: one without the other is a
-        # mistake that the submitter can fix.
-        schema["allOf"] = [{"if": uses_map, "then": has_map}, {"if": has_map, "then": uses_map}]
+        any_names = copy.deepcopy(uses_map)
+        any_names["properties"]["params"]["properties"]["wranglers"]["contains"] = ACCEPTED_NAMES
+        # The name map is the accepted_names wrangler's argument (optional with a resolver):
+        # one without the other is a mistake that the submitter can fix.
+        schema["allOf"] = [{"if": uses_map, "then": has_map}, {"if": has_map, "then": any_names}]
         return schema
 
     def validate(self, request: Mapping) -> None:
@@ -242,35 +272,95 @@ class OccurrenceCleaning(Workflow):
                         "y_column": params["y_column"],
                     }
                 )
+        staged = [*occurrences, *([name_map] if name_map else [])]
+        files = {HELPER: HELPER_SCRIPT}
+        rules = []
+        resolver = next(
+            (
+                w
+                for w in params["wranglers"]
+                if w["type"] == "accepted_names" and "name_resolver" in w
+            ),
+            None,
+        )
+        split_map = name_map
+        if resolver is not None:
+            rules += self._resolve_rules(resolver, sources, name_map, files)
+            split_map = RESOLVED_NAMES
         record_wranglers = [
-            _lmpy_config(w, name_map)
+            _lmpy_config(w, split_map)
             for w in params["wranglers"]
             if WRANGLERS[w["type"]][0] == SPLIT
         ]
-        files = {
-            HELPER: HELPER_SCRIPT,
-            SPLIT_CONFIG: canonical_json(
-                {
-                    "sources": sources,
-                    "wranglers": record_wranglers,
-                    "out_dir": SPLIT_DIR,
-                    "manifest": SPLIT_MANIFEST,
-                    "max_species": MAX_SPECIES,
-                }
-            ),
-        }
-        staged = [*occurrences, *([name_map] if name_map else [])]
-        rule = Rule(
-            "split",
-            [PYTHON, HELPER, "split", SPLIT_CONFIG],
-            inputs=[HELPER, SPLIT_CONFIG, *staged],
-            # A folder output: the species are known only once it is written.
-            outputs=[SPLIT_DIR, SPLIT_MANIFEST],
-            category=SPLIT,
+        files[SPLIT_CONFIG] = canonical_json(
+            {
+                "sources": sources,
+                "wranglers": record_wranglers,
+                "out_dir": SPLIT_DIR,
+                "manifest": SPLIT_MANIFEST,
+                "max_species": MAX_SPECIES,
+            }
         )
-        categories = {SPLIT: CATEGORIES[SPLIT]}
-        makeflow = render_makeflow([rule], categories, SPLIT, sources=[*staged, *files])
+        resolved = [RESOLVED_NAMES] if resolver is not None else []
+        rules.append(
+            Rule(
+                "split",
+                [PYTHON, HELPER, "split", SPLIT_CONFIG],
+                inputs=[HELPER, SPLIT_CONFIG, *staged, *resolved],
+                # A folder output: the species are known only once it is written.
+                outputs=[SPLIT_DIR, SPLIT_MANIFEST],
+                category=SPLIT,
+            )
+        )
+        categories = {key: CATEGORIES[key] for key in {rule.category for rule in rules}}
+        makeflow = render_makeflow(rules, categories, SPLIT, sources=[*staged, *files])
         return Stage(SPLIT, makeflow, files)
+
+    def _resolve_rules(
+        self, resolver: dict, sources: list[dict], name_map: str | None, files: dict
+    ) -> list[Rule]:
+        """List the names the map lacks (no network), then ask the name service for them."""
+        api_url = resolver.get("api_url")
+        if not isinstance(api_url, str) or not api_url:
+            # Recorded at submission from the deployment's setting (jobs/validation.py).
+            raise ValueError("the name resolver's service URL was not recorded at submission")
+        files[NAMES_CONFIG] = canonical_json(
+            {
+                "sources": sources,
+                "name_map": name_map,
+                "out": NAMES,
+                "max_names": MAX_RESOLVED_NAMES,
+            }
+        )
+        files[RESOLVE_CONFIG] = canonical_json(
+            {
+                "names": NAMES,
+                "name_map": name_map,
+                "api_url": api_url,
+                "out": RESOLVED_NAMES,
+                "wait": RESOLVE_WAIT_SECONDS,
+                "timeout": RESOLVE_TIMEOUT_SECONDS,
+                "attempts": RESOLVE_ATTEMPTS,
+            }
+        )
+        map_input = [name_map] if name_map else []
+        occurrences = [source["path"] for source in sources]
+        return [
+            Rule(
+                "names",
+                [PYTHON, HELPER, "names", NAMES_CONFIG],
+                inputs=[HELPER, NAMES_CONFIG, *occurrences, *map_input],
+                outputs=[NAMES],
+                category=SPLIT,
+            ),
+            Rule(
+                "resolve-names",
+                [PYTHON, HELPER, "resolve", RESOLVE_CONFIG],
+                inputs=[HELPER, RESOLVE_CONFIG, NAMES, *map_input],
+                outputs=[RESOLVED_NAMES],
+                category=RESOLVE,
+            ),
+        ]
 
     def _clean_stage(self, params: dict, split_files: list[str]) -> Stage:
         slugs = species_files(split_files)
@@ -356,7 +446,7 @@ def species_files(split_files: list[str]) -> list[str]:
         raise ValueError(f"the split stage made no {SPLIT_MANIFEST}")
     slugs = []
     for path in split_files:
-        if path == SPLIT_MANIFEST or path.startswith("logs/"):
+        if path in (SPLIT_MANIFEST, NAMES, RESOLVED_NAMES) or path.startswith("logs/"):
             continue
         folder, _, name = path.rpartition("/")
         stem = name.removesuffix(".csv")

@@ -1,6 +1,7 @@
 """Occurrence-cleaning helper run on workers: split, ensure-csv, gather."""
 
 import csv
+import io
 import json
 import math
 import os
@@ -60,33 +61,103 @@ class SpeciesFiles:
             stats[3], stats[4] = max(stats[3], point.x), max(stats[4], point.y)
 
 
-def load_name_map(path):
-    """Original name -> accepted name, from a JSON object or two-column CSV lines."""
-    if path.endswith(".json"):
-        with open(path, encoding="utf-8-sig") as handle:
-            loaded = json.load(handle)
-        if not isinstance(loaded, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()
-        ):
-            fail("the JSON name map must be an object of original name -> accepted name")
-        pairs = list(loaded.items())
-    else:
+# What lmpy's AcceptedNameWrangler.write_map_to_file writes: a header line in its CSV form,
+# and None (unresolved by resolve_names_gbif) as the text "None"; its JSON form holds null.
+LMPY_CSV_HEADER = ("name", "accepted")
+UNRESOLVED_TEXT = {"", "none", "null"}
+MAX_NAME_CHARS = 1000
+
+
+class NameMapError(ValueError):
+    """The name map cannot be read; the message says where, for the user."""
+
+
+def clean_name(name):
+    """A species name as it is matched: outer whitespace gone, inner runs of it one space."""
+    return " ".join(str(name).split())
+
+
+def name_key(name):
+    """The key a name is looked up by: lmpy capitalizes every species name it reads
+    ("Old name_A" -> "Old name_a"), so keys must match the names as lmpy holds them."""
+    return clean_name(name).capitalize()
+
+
+def parse_name_map(text):
+    """Original name -> accepted name, or None where the map says the name is unresolved.
+
+    Reads lmpy's two forms: a JSON object (values a name or null, as resolve_names_gbif and
+    out_map_filename write them) and CSV lines 'original,accepted' (its header line
+    'Name,Accepted' skipped, an accepted name 'None' or empty meaning unresolved). A JSON file
+    is told from a CSV one by its first character, as lmpy tries JSON first."""
+    text = text.lstrip("\ufeff")
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            raise NameMapError(f"the JSON name map does not parse: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise NameMapError(
+                "the JSON name map must be an object of original name -> accepted name "
+                "(or null for an unresolved name)"
+            )
         pairs = []
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            for number, row in enumerate(csv.reader(handle), start=1):
+        for original, accepted in loaded.items():
+            if accepted is not None and not isinstance(accepted, str):
+                shown = original if len(original) <= 80 else original[:80] + "..."
+                raise NameMapError(
+                    f"the JSON name map gives {shown!r} a {type(accepted).__name__}; "
+                    "expected an accepted name (text) or null"
+                )
+            pairs.append((original, accepted))
+    else:
+        pairs, lmpy_form = [], False
+        rows = csv.reader(io.StringIO(text, newline=""))
+        try:
+            for number, row in enumerate(rows, start=1):
                 if not any(cell.strip() for cell in row):
                     continue
+                if not pairs and tuple(c.strip().lower() for c in row) == LMPY_CSV_HEADER:
+                    lmpy_form = True
+                    continue
+                if len(row) > 2 and lmpy_form:
+                    # lmpy writes f"{name},{accepted}" unquoted: a name with a comma (an
+                    # author's year) is all but the last field (accepted names hold none).
+                    row = [",".join(row[:-1]), row[-1]]
                 if len(row) != 2:
-                    fail(f"name map line {number}: expected 'original name,accepted name'")
-                pairs.append((row[0], row[1]))
+                    raise NameMapError(
+                        f"name map line {number} has {len(row)} fields; expected "
+                        "'original name,accepted name' (quote a name that holds a comma)"
+                    )
+                accepted = row[1]
+                if clean_name(accepted).lower() in UNRESOLVED_TEXT:
+                    accepted = None
+                pairs.append((row[0], accepted))
+        except csv.Error as exc:
+            raise NameMapError(f"the CSV name map does not parse: {exc}") from None
     name_map = {}
     for original, accepted in pairs:
-        original, accepted = original.strip(), accepted.strip()
-        if original and accepted:
-            # lmpy capitalizes every species name it reads ("Old name_A" -> "Old name_a"):
-            # keys must match the names as lmpy holds them.
-            name_map[original.capitalize()] = accepted
+        key = name_key(original)
+        if not key:
+            continue
+        if len(key) > MAX_NAME_CHARS:
+            raise NameMapError(f"a name in the name map is longer than {MAX_NAME_CHARS} characters")
+        name_map[key] = (clean_name(accepted) or None) if accepted is not None else None
+    if not name_map:
+        raise NameMapError("the name map holds no names")
     return name_map
+
+
+def load_name_map(path):
+    """The name map at `path` for lmpy: names the map leaves unresolved (null) are left out, so
+    that they are unmapped: dropped, or kept under their own name when `unmapped` is keep."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        parsed = parse_name_map(text)
+    except NameMapError as exc:
+        fail(str(exc))
+    return {original: accepted for original, accepted in parsed.items() if accepted}
 
 
 def excluding(attribute, values):
@@ -125,29 +196,61 @@ def build_wranglers(configs):
     return wranglers
 
 
+# Stands for a record's missing species name until the split counts and drops it (lmpy's Point
+# refuses an empty name). Not a name anyone writes: NUL is refused in every input.
+NAMELESS = "\x00"
+
+
+def _named(name):
+    return name if isinstance(name, str) and name.strip() else NAMELESS
+
+
+def _number(value):
+    """A coordinate as a float; NaN when it is missing or not a number (counted, not fatal)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def open_reader(source):
     from lmpy.point import PointCsvReader, PointDwcaReader
 
+    class DwcaReader(PointDwcaReader):
+        # lmpy lets a ValueError of an empty decimalLongitude or scientificName end the whole
+        # read, and skips a record whose geoPoint is missing without counting it: missing
+        # coordinates become NaN and a missing name NAMELESS, both counted by the split.
+        def _get_species_name(self, point_dict):
+            return _named(super()._get_species_name(point_dict))
+
+        def _get_x_value(self, point_dict):
+            return _number(super()._get_x_value(point_dict))
+
+        def _get_y_value(self, point_dict):
+            return _number(super()._get_y_value(point_dict))
+
     if source["format"] == "dwca":
-        probe = PointDwcaReader(source["path"])
+        probe = DwcaReader(source["path"])
         probe.open()
         terms = set(probe.fields)
         probe.close()
         if "decimalLongitude" not in terms and "geoPoint" in terms:
             # iDigBio archives give coordinates only as geoPoint: {"lat": ..., "lon": ...}.
-            return PointDwcaReader(
-                source["path"], geopoint_term="geoPoint", x_term="lon", y_term="lat"
-            )
-        return PointDwcaReader(source["path"])
+            return DwcaReader(source["path"], geopoint_term="geoPoint", x_term="lon", y_term="lat")
+        return DwcaReader(source["path"])
 
     class CsvReader(PointCsvReader):
         def open(self):
-            # lmpy sniffs the dialect from three lines: quotes doubled further down then
-            # split fields. Keep only the sniffed delimiter and read standard CSV quoting.
-            super().open()
-            delimiter = self.reader.reader.dialect.delimiter
-            self.file.seek(0)
-            self.reader = csv.DictReader(self.file, delimiter=delimiter)
+            # lmpy sniffs the dialect from three lines: quotes doubled further down then split
+            # fields, and a sniff that finds no delimiter raises. Read standard CSV, as the
+            # submission checked it (a file it would not read as CSV never gets here).
+            self.file = open(self.filename, encoding=self.encoding, newline="")  # noqa: SIM115 (closed by close())
+            rows = csv.DictReader(self.file)
+            # Column names as the submission checked them: "species_name, x, y" has an x.
+            rows.fieldnames = [name.strip() for name in rows.fieldnames or []]
+            species = self.species_field
+            # lmpy skips a record without a name unseen: the split counts it instead.
+            self.reader = (dict(row, **{species: _named(row.get(species))}) for row in rows)
 
     return CsvReader(
         source["path"],
@@ -183,11 +286,18 @@ def split(config_path):
     with Splitter(get_writer_key_from_fields_func("species_name"), files.filename) as splitter:
         for source in config["sources"]:
             reader = open_reader(source)
-            read = kept = not_finite = 0
+            read = kept = not_finite = nameless = 0
             reader.open()
             try:
                 for points in reader:
                     read += len(points)
+                    for point in points:
+                        name = point.species_name
+                        # lmpy capitalized the name as read: "  acer" from "  Acer".
+                        point.species_name = "" if name == NAMELESS else name_key(name)
+                    named = [point for point in points if point.species_name]
+                    nameless += len(points) - len(named)
+                    points = named
                     for wrangler in wranglers:
                         if points:
                             points = wrangler.wrangle_points(points)
@@ -212,6 +322,7 @@ def split(config_path):
                     "records_read": read,
                     "records_kept": kept,
                     "records_without_finite_coordinates": not_finite,
+                    "records_without_name": nameless,
                 }
             )
     if not files.slugs:
@@ -233,6 +344,81 @@ def split(config_path):
     species.sort(key=lambda item: item["slug"])
     reports = [{"name": w.name, **w.get_report()} for w in wranglers]
     write_json(config["manifest"], {"species": species, "sources": sources, "wranglers": reports})
+
+
+def list_names(config_path):
+    """The distinct species names of every input that the name map does not already settle
+    (names it leaves unresolved count as settled, as lmpy resolves only names it lacks)."""
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    known = set()
+    if config.get("name_map"):
+        with open(config["name_map"], encoding="utf-8") as handle:
+            try:
+                known = set(parse_name_map(handle.read()))
+            except NameMapError as exc:
+                fail(str(exc))
+    names = set()
+    for source in config["sources"]:
+        reader = open_reader(source)
+        reader.open()
+        try:
+            for points in reader:
+                for point in points:
+                    name = name_key(point.species_name.replace(NAMELESS, ""))
+                    if name and name not in known:
+                        names.add(name)
+                if len(names) > config["max_names"]:
+                    fail(
+                        f"more than {config['max_names']} distinct names to resolve; give a "
+                        "name map for most of them, or split the request"
+                    )
+        except KeyError as exc:
+            fail(f"{source['path']} has no column {exc}")
+        reader.close()
+    write_json(config["out"], sorted(names))
+
+
+def resolve_names(config_path):
+    """Ask the name service (GBIF's species match API) for each name, as lmpy's
+    resolve_names_gbif does: an accepted or synonym match gives its canonicalName, anything
+    else null. Writes the user's map with the answers added, in lmpy's JSON form."""
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    with open(config["names"], encoding="utf-8") as handle:
+        names = json.load(handle)
+    resolved = {}
+    if config.get("name_map"):
+        with open(config["name_map"], encoding="utf-8") as handle:
+            resolved.update(parse_name_map(handle.read()))
+    base = config["api_url"].rstrip("/")
+    for name in names:
+        query = urllib.parse.urlencode({"name": name, "verbose": "true"})
+        url = f"{base}/species/match?{query}"
+        for attempt in range(config["attempts"]):
+            try:
+                with urllib.request.urlopen(url, timeout=config["timeout"]) as response:
+                    answer = json.loads(response.read(1024**2))
+                break
+            except (OSError, ValueError) as exc:
+                if attempt + 1 == config["attempts"]:
+                    fail(f"the name service at {base} did not answer for {name!r}: {exc}")
+                time.sleep(config["wait"] * 10 * (attempt + 1))
+        status = answer.get("status") if isinstance(answer, dict) else None
+        accepted = answer.get("canonicalName") if isinstance(answer, dict) else None
+        if isinstance(status, str) and status.lower() in ("accepted", "synonym"):
+            resolved[name] = clean_name(accepted) if isinstance(accepted, str) else None
+        else:
+            resolved[name] = None
+        time.sleep(config["wait"])
+    with open(config["out"], "w", encoding="utf-8") as handle:
+        json.dump(resolved, handle, indent=4, ensure_ascii=False)
+        handle.write("\n")
 
 
 def ensure_csv(source, target):
@@ -327,7 +513,13 @@ def write_json(path, value):
 
 
 if __name__ == "__main__":
-    commands = {"split": split, "ensure-csv": ensure_csv, "gather": gather}
+    commands = {
+        "split": split,
+        "names": list_names,
+        "resolve": resolve_names,
+        "ensure-csv": ensure_csv,
+        "gather": gather,
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         fail(f"usage: {sys.argv[0]} {{{','.join(commands)}}} ARGS...")
     commands[sys.argv[1]](*sys.argv[2:])
