@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.test import APIRequestFactory
 
@@ -71,3 +72,13 @@ def test_a_list_reverses_urls_once(jobs):
     assert [doc["id"] for doc in documents] == [str(job.id) for job in jobs]
     assert all(doc["url"].endswith(f"/api/v1/jobs/{doc['id']}/") for doc in documents)
     assert documents[1]["links"]["package"].endswith(f"/api/v1/jobs/{documents[1]['id']}/package/")
+
+
+def test_times_follow_the_active_time_zone_as_drfs_do(jobs):
+    request = APIRequestFactory().get("/api/v1/jobs/")
+    with timezone.override("America/Chicago"):
+        serializer = JobSerializer(context={"request": request, "detail": False})
+        job = jobs[1]
+        job.refresh_from_db()
+        assert serializer.to_representation(job) == generic(serializer, job)
+        assert serializer.to_representation(job)["finished_at"].endswith("-06:00")
