@@ -308,3 +308,22 @@ def test_the_admin_graph_page_starts_no_process(make_user, client, running_job):
 def test_celery_sends_a_job_again_to_the_queue_that_dispatch_names(settings):
     # Retries are published by Celery itself, through its routes: they must agree with dispatch.
     assert settings.CELERY_TASK_ROUTES[dispatch.RUN_JOB]["queue"] == dispatch.JOB_QUEUE
+
+
+def test_a_rule_is_sized_from_a_zipped_matrix_unpacked(tmp_path):
+    """A 320 MB array zips to a few MB: rules that load it are sized from what they will hold."""
+    import zipfile
+
+    folder = JobFolder(tmp_path)
+    (tmp_path / "inputs").mkdir()
+    with zipfile.ZipFile(tmp_path / "inputs" / "pam.lmm", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("pam.npy", bytes(8 * 1024 * 1024))
+        archive.writestr("headers.json", "{}")
+    (tmp_path / "inputs" / "tree.nex").write_text("#NEXUS\n")
+    (tmp_path / "inputs" / "fake.lmm").write_bytes(b"PK\x03\x04 not a zip")
+    sizes = folder.sizes(["inputs/pam.lmm", "inputs/tree.nex", "inputs/fake.lmm", "inputs/none"])
+    assert (tmp_path / "inputs" / "pam.lmm").stat().st_size < 100_000
+    assert sizes["inputs/pam.lmm"] == 8 * 1024 * 1024 + 2
+    assert sizes["inputs/tree.nex"] == 7
+    assert sizes["inputs/fake.lmm"] == 14
+    assert "inputs/none" not in sizes

@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -197,12 +198,15 @@ class JobFolder:
         return str(target.relative_to(self.root))
 
     def sizes(self, names) -> dict[str, int]:
-        """Bytes of each of `names` that exists already (staged inputs, earlier stages' files)."""
+        """Bytes of each of `names` that exists already (staged inputs, earlier stages' files).
+
+        A zip (an lmpy matrix, a DwCA) counts as its members unpacked: a rule that loads a 2 MB
+        .lmm holds its 320 MB array (B10), and the rules are sized from these figures."""
         sizes = {}
         for name in names:
             path = self.root / name
             if path.is_file():
-                sizes[name] = path.stat().st_size
+                sizes[name] = _unpacked_size(path)
             elif path.is_dir():
                 sizes[name] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         return sizes
@@ -251,3 +255,14 @@ def tail(path: Path, size: int = TAIL_BYTES) -> str:
             return handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
+
+
+def _unpacked_size(path: Path) -> int:
+    """The file's size, or for a zip the larger of that and its members' unpacked sizes (the
+    central directory's figures: inspection held them to LMWEB_MAX_ZIP_UNPACKED)."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return max(size, sum(info.file_size for info in archive.infolist()))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return size
