@@ -17,8 +17,8 @@ column order and values, NaN where lmpy gives NaN, quirks included:
   gets 0 in these columns and in phylogenetic diversity, as in lmpy.
 - Phylogenetic diversity is the sum of edge lengths of the tree lmpy extracts for a site
   (extract_tree_with_taxa_labels: unifurcations folded into their child): the edges on the paths
-  from the site's tips to the root, the root's edge included. A root without a length makes lmpy's
-  sum fail, so a site whose tips span two root children gets 0.
+  from the site's tips to the root, the root's own edge included if it has a length. Without one,
+  lmpy's sum fails and gives 0 at every site whose tips span two children of the root.
 - pearson_correlation takes, at a site with n species, the pairs among the first n tree tips and
   the first n PAM columns, so it depends only on n: it is computed once per distinct n.
 
@@ -27,7 +27,10 @@ and can be reused across PAMs that share the tree (randomizations). A PAM with v
 and 1, or a tree outside what the fast path reproduces (repeated or missing tip labels, a non-root
 edge without a length), is handed to lmpy itself.
 
-Run `python -m translators.pam_stats.scripts.pam_statistics --bench` for timings.
+Timings: `python -m bench.pam_statistics_timing` (B10's 7,033 x 5,712 PAM and tree: about 2 s to
+prepare the tree, 6 s per PAM, 1.1 GB peak with the inputs loaded; lmpy takes about 2 h per PAM).
+The distance matrix costs tips^2 x mean tip depth: fine for coalescent-like trees, slow for a
+caterpillar of thousands of tips.
 """
 
 from __future__ import annotations
