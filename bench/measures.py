@@ -54,6 +54,9 @@ class Sizes:
     b8_randomizations: int
     b8_species: int
     b8_side: int
+    b9_randomizations: int
+    b9_species: int
+    b9_side: int
     b12_jobs: int
     b12_rules: int
     b12_seconds: float
@@ -82,6 +85,11 @@ FULL = Sizes(
     b8_randomizations=1000,
     b8_species=10,
     b8_side=8,
+    # Heuchera's production null model: 10,000 randomizations of its 2,114 x 55 PAM (a generated
+    # PAM of 55 species on 46 x 46 cells has about as many sites without LMWEB_SAMPLE_DATA).
+    b9_randomizations=10000,
+    b9_species=55,
+    b9_side=46,
     b12_jobs=10,
     b12_rules=4,
     b12_seconds=1,
@@ -109,6 +117,9 @@ SMOKE = Sizes(
     b8_randomizations=2,
     b8_species=8,
     b8_side=6,
+    b9_randomizations=4,
+    b9_species=8,
+    b9_side=6,
     b12_jobs=2,
     b12_rules=2,
     b12_seconds=0.1,
