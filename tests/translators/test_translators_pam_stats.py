@@ -12,7 +12,7 @@ from support import rules_by_id, steps
 
 import translators
 from translators import InvalidRequest
-from translators.common.chunks import near_equal_sizes
+from translators.common.chunks import tapering_sizes
 from translators.pam_stats import workflow as pam_stats
 
 PAM = "00000000-0000-0000-0000-000000000001"
@@ -49,11 +49,17 @@ def test_zero_randomizations_compute_observed_statistics_only():
 
 @pytest.mark.parametrize(
     ("total", "sizes"),
-    [(1, [1]), (100, [100]), (101, [51, 50]), (250, [84, 83, 83]), (1000, [100] * 10)],
+    [
+        (1, [1]),
+        (20, [20]),
+        (100, [25, 20, 20, 20, 15]),
+        (500, [100, 100, 75, 57, 42, 32, 24, 20, 20, 20, 10]),
+        (1000, [100] * 7 + [75, 57, 42, 32, 24, 20, 20, 20, 10]),
+    ],
 )
-def test_randomizations_are_split_into_near_equal_chunks(total, sizes):
-    assert pam_stats.RANDOMIZATIONS_PER_RULE == 100
-    assert near_equal_sizes(total, 100) == sizes
+def test_randomizations_are_split_into_chunks_that_taper_off(total, sizes):
+    assert (pam_stats.RANDOMIZATIONS_PER_RULE, pam_stats.SMALLEST_CHUNK) == (100, 20)
+    assert tapering_sizes(total, 100, 20, 4) == sizes
     stage = plan({"pam": "inputs/pam.lmm"}, randomizations=total)
     rules = rules_by_id(stage)
     chunk_ids = [r for r in rules if r.startswith("rand-")]
@@ -227,7 +233,7 @@ def test_without_a_seed_no_rule_seeds():
 def test_the_largest_request_keeps_commands_short():
     stage = plan({"pam": "inputs/pam.lmm", "tree": "inputs/tree.nex"}, randomizations=10000)
     rules = stage.makeflow["rules"]
-    assert len([r for r in rules if r["category"] == "randomize"]) == 100
+    assert len([r for r in rules if r["category"] == "randomize"]) == 106
     assert max(len(r["command"]) for r in rules) < 30_000
 
 
@@ -241,11 +247,11 @@ def test_the_largest_request_keeps_commands_short():
     ],
 )
 def test_p_values_use_the_method_and_alpha_and_name_the_significance_file(method, significance):
-    stage = plan({"pam": "inputs/pam.lmm"}, randomizations=190, p_value_method=method, alpha=0.01)
+    stage = plan({"pam": "inputs/pam.lmm"}, randomizations=30, p_value_method=method, alpha=0.01)
     rule = rules_by_id(stage)["p-values"]
     assert steps(rule) == [["python3", pam_stats.P_VALUES_SCRIPT, pam_stats.P_VALUES_CONFIG]]
     config = json.loads(stage.files[pam_stats.P_VALUES_CONFIG])
-    assert (config["method"], config["alpha"], config["randomizations"]) == (method, 0.01, 190)
+    assert (config["method"], config["alpha"], config["randomizations"]) == (method, 0.01, 30)
     site = config["matrices"][1]
     assert site == {
         "counts": ["work/rand-001/site_stats.lmm", "work/rand-002/site_stats.lmm"],

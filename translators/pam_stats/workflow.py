@@ -32,7 +32,7 @@
 from __future__ import annotations
 
 from translators.base import InputSpec, Stage, Workflow, canonical_json
-from translators.common.chunks import near_equal_sizes
+from translators.common.chunks import tapering_sizes
 from translators.common.lmpy import PYTHON, TREE_SCHEMAS, csv_commands, csv_names
 from translators.common.p_values import significance_file
 from translators.common.scripts import script_text
@@ -40,11 +40,15 @@ from translators.makeflow import Category, Rule, render_makeflow
 from translators.pam_stats.schema import PARAMS_SCHEMA
 
 STAGE = "main"
-# A chunk rule pays one start-up (~0.5-1.5 s: Python, lmpy, the PAM and tree, and the observed
+# A chunk rule pays one start-up (~1 s idle: Python, lmpy, the PAM and tree, and the observed
 # statistics it counts against) against ~0.4 s per randomization of the Heuchera PAM with its
-# tree (0.1 s randomizing, 0.3 s statistics): 100 per rule keep start-ups near 2 % and still give
-# 10 rules for 1,000 randomizations, 100 for 10,000 (bench/, B9).
+# tree (0.1 s randomizing, 0.3 s statistics). Chunks of at most 100 keep start-ups near 2 %;
+# the work then tapers (a quarter of what is left per chunk, down to 20) so that the slots end
+# together: five equal chunks of 100 on two slots left one idle for a whole chunk, 60 s of a
+# 430 s run (bench/, B9). 10,000 randomizations make 106 rules, 1,000 make 16.
 RANDOMIZATIONS_PER_RULE = 100
+SMALLEST_CHUNK = 20
+CHUNK_SHARE = 4
 
 CONFIG = "work/config"
 MATCH_PAM_CONFIG = f"{CONFIG}/match_pam.json"
@@ -239,7 +243,9 @@ class PamStats(Workflow):
             )
         )
 
-        chunks = near_equal_sizes(params["randomizations"], RANDOMIZATIONS_PER_RULE)
+        chunks = tapering_sizes(
+            params["randomizations"], RANDOMIZATIONS_PER_RULE, SMALLEST_CHUNK, CHUNK_SHARE
+        )
         if chunks:
             files[CHUNK_SCRIPT] = CHUNK_STATS
             files[P_VALUES_SCRIPT] = P_VALUES
