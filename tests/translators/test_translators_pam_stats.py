@@ -53,13 +53,13 @@ def test_zero_randomizations_compute_observed_statistics_only():
         (1, [1]),
         (20, [20]),
         (100, [25, 20, 20, 20, 15]),
-        (500, [100, 100, 75, 57, 42, 32, 24, 20, 20, 20, 10]),
-        (1000, [100] * 7 + [75, 57, 42, 32, 24, 20, 20, 20, 10]),
+        (500, [125, 94, 71, 53, 40, 30, 22, 20, 20, 20, 5]),
+        (1000, [200, 200, 150, 113, 85, 63, 48, 36, 27, 20, 20, 20, 18]),
     ],
 )
 def test_randomizations_are_split_into_chunks_that_taper_off(total, sizes):
-    assert (pam_stats.RANDOMIZATIONS_PER_RULE, pam_stats.SMALLEST_CHUNK) == (100, 20)
-    assert tapering_sizes(total, 100, 20, 4) == sizes
+    assert (pam_stats.RANDOMIZATIONS_PER_RULE, pam_stats.SMALLEST_CHUNK) == (200, 20)
+    assert tapering_sizes(total, 200, 20, 4) == sizes
     stage = plan({"pam": "inputs/pam.lmm"}, randomizations=total)
     rules = rules_by_id(stage)
     chunk_ids = [r for r in rules if r.startswith("rand-")]
@@ -233,7 +233,7 @@ def test_without_a_seed_no_rule_seeds():
 def test_the_largest_request_keeps_commands_short():
     stage = plan({"pam": "inputs/pam.lmm", "tree": "inputs/tree.nex"}, randomizations=10000)
     rules = stage.makeflow["rules"]
-    assert len([r for r in rules if r["category"] == "randomize"]) == 106
+    assert len([r for r in rules if r["category"] == "randomize"]) == 58
     assert max(len(r["command"]) for r in rules) < 30_000
 
 
