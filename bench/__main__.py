@@ -15,13 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .stack import ROOT, Stack
 
-ORDER = ["B1", "B2", "B3", "B4", "B8", "B10", "B5", "B11", "B7", "B6", "B12"]
+ORDER = ["B1", "B2", "B3", "B4", "B8", "B10", "B5", "B11", "B7", "B6", "B12", "B9"]
 
 
 def table(rows) -> str:
@@ -67,12 +67,17 @@ def main(argv=None) -> int:
         "--broker-url", default=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
     )
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder")
+    parser.add_argument(
+        "--b9-randomizations", type=int, help="B9 at this many randomizations instead (10,000)"
+    )
     args = parser.parse_args(argv)
     wanted = [i.strip().upper() for i in args.only.split(",") if i.strip()] or ORDER
 
-    from . import continental, fairshare, measures, remote
+    from . import continental, fairshare, heuchera, measures, remote
 
     sizes = measures.SMOKE if args.smoke else measures.FULL
+    if args.b9_randomizations is not None:
+        sizes = replace(sizes, b9_randomizations=args.b9_randomizations)
     root = Path(tempfile.mkdtemp(prefix="lmweb-bench-"))
     began = time.monotonic()
 
@@ -115,6 +120,7 @@ def main(argv=None) -> int:
             "B6": bench.b6_download,
             "B10": lambda: continental.b10_continental(bench),
             "B12": lambda: remote.b12_worker_host(bench),
+            "B9": lambda: heuchera.b9_heuchera(bench),
         }
         for key in ORDER[1:]:
             if key in wanted:

@@ -1,17 +1,25 @@
 """The baselines: the service's own workflow files run by hand, without lmweb.
 
-`makeflow -T wq` started as a user would, with its Work Queue workers pointed at it; and a
-workflow's commands run one after another in a shell, with no makeflow at all.
+`makeflow -T wq` started as a user would, with its Work Queue workers pointed at it; a
+workflow's commands run one after another in a shell, with no makeflow at all; and pam-stats'
+null model as lmpy's library calls in one process per core (`python -m bench.direct pam-stats`).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
+import multiprocessing
 import shutil
 import subprocess
 import sys
 import time
+from copy import deepcopy
 from pathlib import Path
+
+import numpy as np
 
 from jobs.cctools.makeflow import MAKEFLOW
 from jobs.cctools.processes import stop_processes
@@ -112,3 +120,116 @@ def serial(job_dir: Path, folder: Path) -> float:
         if done.returncode != 0:
             raise RuntimeError(f"by hand: {rule['command'][:200]}: {done.stderr[-500:]!r}")
     return time.monotonic() - start
+
+
+# -- pam-stats' randomizations with lmpy's library calls, one process per core (B9) ------------
+
+
+def _pam_stats_counts(task: tuple) -> list:
+    """One process's share: observed statistics, then randomized PAMs `numbers` (each drawn
+    after numpy.random.seed([seed, n]), as pam-stats documents) and how many of their values
+    exceed the observed ones (calculate_p_values' running count)."""
+    from lmpy.data_wrangling.factory import WranglerFactory
+    from lmpy.matrix import Matrix
+    from lmpy.randomize.grady import grady_randomize
+    from lmpy.statistics.pam_stats import PamStats
+    from lmpy.statistics.significance import PermutationTests
+    from lmpy.tools.wrangle_matrix import wrangle_matrix
+    from lmpy.tree import TreeWrapper
+
+    pam_file, tree_file, tested, numbers, seed = task
+    pam = Matrix.load(pam_file)
+    tree = TreeWrapper.from_filename(tree_file) if tree_file else None
+    factory = WranglerFactory(logger=None)
+    keep = [
+        factory.get_wranglers(
+            [{"wrangler_type": "SubsetReorderSlicesWrangler", "axes": {"1": names}}]
+        )
+        for names in tested
+    ]
+
+    def statistics(matrix):
+        with contextlib.redirect_stdout(io.StringIO()):
+            stats = PamStats(matrix, tree=tree)
+            diversity = stats.calculate_diversity_statistics()
+            site = stats.calculate_site_statistics()
+            species = stats.calculate_species_statistics()
+        return [diversity, wrangle_matrix(site, keep[0])[0], wrangle_matrix(species, keep[1])[0]]
+
+    observed = statistics(pam)
+    tests = [PermutationTests(matrix) for matrix in observed]
+    for number in numbers:
+        np.random.seed([seed, number])
+        for test, matrix in zip(tests, statistics(grady_randomize(deepcopy(pam))), strict=True):
+            test.add_permutation(matrix)
+    return [
+        (np.asarray(test.f_counts), matrix.get_headers())
+        for test, matrix in zip(tests, observed, strict=True)
+    ]
+
+
+def pam_stats_per_core(
+    pam: Path,
+    tree: Path | None,
+    tested: tuple[list[str], list[str]],
+    randomizations: int,
+    seed: int,
+    method: str,
+    alpha: float,
+    out: Path,
+    processes: int,
+) -> None:
+    """pam-stats' null model by hand: `processes` processes share the randomizations, then the
+    parent turns the summed counts into p-values and significance (calculate_p_values' calls)."""
+    from lmpy.matrix import Matrix
+    from lmpy.statistics.significance import SignificanceMethod, get_significant_values
+
+    numbers = list(range(1, randomizations + 1))
+    shares = [numbers[i::processes] for i in range(processes)]
+    tasks = [(str(pam), tree and str(tree), tested, share, seed) for share in shares if share]
+    # fork: the children start from this small process and import lmpy themselves.
+    with multiprocessing.get_context("fork").Pool(len(tasks)) as pool:
+        results = pool.map(_pam_stats_counts, tasks)
+    out.mkdir(parents=True, exist_ok=True)
+    sig_method = {
+        "raw": SignificanceMethod.RAW,
+        "fdr": SignificanceMethod.FDR,
+        "bonferroni": SignificanceMethod.BONFERRONI,
+    }[method]
+    for index, key in enumerate(("diversity", "site_stats", "species_stats")):
+        total = np.sum([result[index][0] for result in results], axis=0)
+        p_values = Matrix(total / randomizations, headers=results[0][index][1])
+        p_values.write(str(out / f"p_values_{key}.lmm"))
+        if key != "diversity":
+            significance = get_significant_values(p_values, alpha, sig_method)
+            significance.write(str(out / f"significant_{key}.lmm"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="pam-stats' null model, one process per core")
+    parser.add_argument("command", choices=["pam-stats"])
+    parser.add_argument("--pam", type=Path, required=True)
+    parser.add_argument("--tree", type=Path)
+    parser.add_argument("--tested", required=True, help="JSON: [site names, species names]")
+    parser.add_argument("--randomizations", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--method", default="fdr")
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--processes", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    pam_stats_per_core(
+        args.pam,
+        args.tree,
+        tuple(json.loads(args.tested)),
+        args.randomizations,
+        args.seed,
+        args.method,
+        args.alpha,
+        args.out,
+        args.processes,
+    )
+
+
+if __name__ == "__main__":
+    main()

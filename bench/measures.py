@@ -78,6 +78,9 @@ class Sizes:
     b10_rows: int
     b10_randomizations: int
     b10_run_seconds: float
+    b9_randomizations: int
+    b9_species: int
+    b9_side: int
     b12_jobs: int
     b12_rules: int
     b12_seconds: float
@@ -118,6 +121,11 @@ FULL = Sizes(
     b10_rows=68,
     b10_randomizations=100,
     b10_run_seconds=1800,
+    # Heuchera's production null model: 10,000 randomizations of its 2,114 x 55 PAM (a generated
+    # PAM of 55 species on 46 x 46 cells has about as many sites without LMWEB_SAMPLE_DATA).
+    b9_randomizations=10000,
+    b9_species=55,
+    b9_side=46,
     b12_jobs=10,
     b12_rules=4,
     b12_seconds=1,
@@ -155,6 +163,9 @@ SMOKE = Sizes(
     b10_rows=6,
     b10_randomizations=2,
     b10_run_seconds=300,
+    b9_randomizations=4,
+    b9_species=8,
+    b9_side=6,
     b12_jobs=2,
     b12_rules=2,
     b12_seconds=0.1,

@@ -121,10 +121,11 @@ def assert_refused_while_twin_passes(workflow, change) -> None:
 def bounded(name: str, prop: dict) -> None:
     """A schema property is described, and a number or string in it is bounded."""
     assert prop.get("description"), name
-    if prop["type"] in ("integer", "number"):
+    kinds = set(prop["type"]) - {"null"} if isinstance(prop["type"], list) else {prop["type"]}
+    if kinds & {"integer", "number"}:
         assert {"minimum", "exclusiveMinimum"} & set(prop), name
         assert {"maximum", "exclusiveMaximum"} & set(prop), name
-    elif prop["type"] == "string":
+    elif "string" in kinds:
         assert "enum" in prop or "maxLength" in prop, name
 
 

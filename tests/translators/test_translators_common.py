@@ -3,7 +3,7 @@
 import pytest
 
 import translators
-from translators.common.chunks import groups, near_equal_sizes
+from translators.common.chunks import groups, near_equal_sizes, tapering_sizes
 from translators.common.grid import grid_args, grid_errors, grid_schema
 from translators.common.lmpy import csv_commands, csv_names
 from translators.common.p_values import P_VALUE_PARAMS, p_values_command, significance_file
@@ -27,6 +27,17 @@ def test_near_equal_sizes_never_differ_by_more_than_one():
         sizes = near_equal_sizes(total, 50)
         assert sum(sizes) == total and max(sizes) <= 50
         assert max(sizes) - min(sizes) <= 1
+
+
+def test_tapering_sizes_cover_the_total_largest_first_and_end_small():
+    assert tapering_sizes(0, 100, 20, 4) == []
+    for total in (*range(1, 300), 999, 10_000):
+        sizes = tapering_sizes(total, 100, 20, 4)
+        assert sum(sizes) == total and max(sizes) <= 100
+        assert sizes == sorted(sizes, reverse=True)
+        # Only the last part may be smaller than the smallest: the remainder.
+        assert all(size >= 20 for size in sizes[:-1])
+    assert tapering_sizes(10_000, 100, 20, 4)[-4:] == [20, 20, 20, 10]
 
 
 def test_the_grid_schema_is_the_same_for_every_workflow_with_a_grid():

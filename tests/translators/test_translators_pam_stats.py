@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support import rules_by_id, steps
 
 import translators
 from translators import InvalidRequest
-from translators.common.chunks import near_equal_sizes
+from translators.common.chunks import tapering_sizes
 from translators.pam_stats import workflow as pam_stats
 
 PAM = "00000000-0000-0000-0000-000000000001"
@@ -48,86 +49,159 @@ def test_zero_randomizations_compute_observed_statistics_only():
 
 @pytest.mark.parametrize(
     ("total", "sizes"),
-    [(1, [1]), (50, [50]), (51, [26, 25]), (120, [40, 40, 40]), (500, [50] * 10)],
+    [
+        (1, [1]),
+        (20, [20]),
+        (100, [25, 20, 20, 20, 15]),
+        (500, [125, 94, 71, 53, 40, 30, 22, 20, 20, 20, 5]),
+        (1000, [200, 200, 150, 113, 85, 63, 48, 36, 27, 20, 20, 20, 18]),
+    ],
 )
-def test_randomizations_are_split_into_near_equal_chunks(total, sizes):
-    assert pam_stats.RANDOMIZATIONS_PER_RULE == 50
-    assert near_equal_sizes(total, 50) == sizes
+def test_randomizations_are_split_into_chunks_that_taper_off(total, sizes):
+    assert (pam_stats.RANDOMIZATIONS_PER_RULE, pam_stats.SMALLEST_CHUNK) == (200, 20)
+    assert tapering_sizes(total, 200, 20, 4) == sizes
     stage = plan({"pam": "inputs/pam.lmm"}, randomizations=total)
     rules = rules_by_id(stage)
     chunk_ids = [r for r in rules if r.startswith("rand-")]
     assert chunk_ids == [f"rand-{n:03d}" for n in range(1, len(sizes) + 1)]
+    first = 1
     for rule_id, size in zip(chunk_ids, sizes, strict=True):
-        randomize = steps(rules[rule_id])[0]
-        assert randomize[:2] == ["randomize_pam", "inputs/pam.lmm"]
-        assert len(randomize) == 2 + size
-        (chunk,) = [
-            s for s in steps(rules[rule_id]) if s[:2] == ["python3", pam_stats.CHUNK_SCRIPT]
-        ]
-        assert chunk[-size:] == randomize[2:], "one process for the chunk's statistics"
+        (chunk,) = steps(rules[rule_id])
+        assert chunk[:2] == ["python3", pam_stats.CHUNK_SCRIPT], "one process per chunk"
+        assert chunk[2:5] == [str(first), str(size), "inputs/pam.lmm"]
+        first += size
+    assert first == total + 1
     assert stage.files[pam_stats.CHUNK_SCRIPT] == pam_stats.CHUNK_STATS
+    assert stage.files[pam_stats.P_VALUES_SCRIPT] == pam_stats.P_VALUES
 
 
-def test_the_chunk_script_stacks_what_the_tools_stack(tmp_path):
-    """chunk_stats.py must stay lmpy's tools: calculate_pam_stats per PAM, aggregate_matrices,
-    wrangle_matrix. Same random PAMs in, same three stacks out, with and without a tree."""
-    import dendropy
-    import numpy as np
-    from lmpy import Matrix
+def tool_path_env() -> dict:
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
+
+def demo_inputs(folder: Path, species: int = 12, side: int = 8, seed: int = 3) -> None:
+    """inputs/pam.lmm and inputs/tree.tre as the demo makes them."""
     spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    names = demo.make_pam(tmp_path / "pam.lmm", species=12, side=8, seed=3)
-    demo.make_tree(tmp_path / "tree.tre", names, seed=3)
-    tree = dendropy.Tree.get(path=tmp_path / "tree.tre", schema="newick")
-    for taxon in tree.taxon_namespace:
-        taxon.annotations.add_new("squid", taxon.label)
-    tree.write(path=tmp_path / "tree.nex", schema="nexus")
-    bin_dir = Path(sys.executable).parent
+    (folder / "inputs").mkdir(parents=True)
+    names = demo.make_pam(folder / "inputs" / "pam.lmm", species=species, side=side, seed=seed)
+    demo.make_tree(folder / "inputs" / "tree.tre", names, seed=seed)
+
+
+def run_stage(stage, folder: Path) -> None:
+    """Every rule's command, in order, in `folder` (which holds the staged inputs)."""
+    for name, text in stage.files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    for rule in stage.makeflow["rules"]:
+        done = subprocess.run(
+            ["/bin/sh", "-c", rule["command"]], cwd=folder, env=tool_path_env(), check=False
+        )
+        logs = sorted((folder / "logs").glob("*.stderr"))
+        assert done.returncode == 0, [p.read_text()[-1500:] for p in logs]
+
+
+def same_matrix(a: Path, b: Path) -> bool:
+    from lmpy import Matrix
+
+    left, right = Matrix.load(str(a)), Matrix.load(str(b))
+    return left.get_headers() == right.get_headers() and np.array_equal(
+        np.asarray(left), np.asarray(right), equal_nan=True
+    )
+
+
+def test_the_chunks_and_p_values_equal_lmpys_tools_on_the_same_seeded_pams(tmp_path):
+    """chunk_stats.py and p_values.py must stay lmpy's tools. The stage, run by hand in two
+    chunks, against randomize_pam's own function seeded as documented, then calculate_pam_stats
+    per PAM, aggregate_matrices, wrangle_matrix and calculate_p_values on the command line."""
+    from copy import deepcopy
+
+    from lmpy import Matrix
+    from lmpy.tools.randomize_pam import randomize_pam
+
+    ours = tmp_path / "ours"
+    demo_inputs(ours)
+    staged = {"pam": "inputs/pam.lmm", "tree": "inputs/tree.tre"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pam_stats, "RANDOMIZATIONS_PER_RULE", 3)
+        stage = plan(staged, randomizations=5, seed=11, p_value_method="raw", alpha=0.3)
+    assert [r for r in rules_by_id(stage) if r.startswith("rand-")] == ["rand-001", "rand-002"]
+    run_stage(stage, ours)
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
 
     def tool(name, *args):
-        subprocess.run([str(bin_dir / name), *map(str, args)], check=True, capture_output=True)
+        subprocess.run([name, *map(str, args)], check=True, capture_output=True, cwd=theirs,
+                       env=tool_path_env())  # fmt: skip
 
-    pams = [tmp_path / f"random-{i}.lmm" for i in range(3)]
-    tool("randomize_pam", tmp_path / "pam.lmm", *pams)
-    (tmp_path / "chunk_stats.py").write_text(pam_stats.CHUNK_STATS)
-    for tree_args in ([], ["--tree_filename", str(tmp_path / "tree.nex")]):
-        with_tree = bool(tree_args)
-        stage = plan({"pam": "inputs/pam.lmm", **({"tree": "inputs/t.nex"} if with_tree else {})},
-                     randomizations=3)  # fmt: skip
-        configs = []
-        for key in ("site_stats", "species_stats"):
-            path = tmp_path / f"{key}-{with_tree}.json"
-            path.write_text(stage.files[pam_stats.TESTED_CONFIG[key]])
-            configs.append(path)
-        ours = [tmp_path / f"ours-{key}-{with_tree}.lmm" for key in ("div", "site", "species")]
-        subprocess.run(
-            [sys.executable, tmp_path / "chunk_stats.py", *tree_args, *configs, *ours, *pams],
-            check=True,
-            capture_output=True,
-        )
-        per_pam = {key: [] for key in ("div", "site", "species")}
-        for n, pam in enumerate(pams):
-            for key in per_pam:
-                per_pam[key].append(tmp_path / f"{key}-{n}-{with_tree}.lmm")
-            tool("calculate_pam_stats", *tree_args, "--diversity_matrix", per_pam["div"][n],
-                 "--site_stats_matrix", per_pam["site"][n],
-                 "--species_stats_matrix", per_pam["species"][n], pam)  # fmt: skip
-        theirs = [tmp_path / f"tools-{key}-{with_tree}.lmm" for key in ("div", "site", "species")]
-        tool("aggregate_matrices", "concatenate", 1, theirs[0], *per_pam["div"])
-        for key, config, out in zip(("site", "species"), configs, theirs[1:], strict=True):
-            full = tmp_path / f"all-{key}-{with_tree}.lmm"
-            tool("aggregate_matrices", "concatenate", 2, full, *per_pam[key])
-            tool("wrangle_matrix", full, config, out)
-        for a, b in zip(ours, theirs, strict=True):
-            left, right = Matrix.load(str(a)), Matrix.load(str(b))
-            assert left.get_headers() == right.get_headers(), a.name
-            assert np.array_equal(np.asarray(left), np.asarray(right), equal_nan=True), a.name
+    pam, tree = ours / "outputs" / "matched_pam.lmm", ours / "outputs" / "matched_tree.nex"
+    matched = Matrix.load(str(pam))
+    sources = {"observed": pam}
+    for number in range(1, 6):
+        np.random.seed([11, number])
+        sources[number] = theirs / f"random-{number}.lmm"
+        randomize_pam(deepcopy(matched)).write(str(sources[number]))
+    for name, source in sources.items():
+        tool("calculate_pam_stats", "--tree_filename", tree, "--diversity_matrix",
+             f"div-{name}.lmm", "--site_stats_matrix", f"site-{name}.lmm",
+             "--species_stats_matrix", f"species-{name}.lmm", source)  # fmt: skip
+    randoms = range(1, 6)
+    tool("aggregate_matrices", "concatenate", 1, "div-all.lmm", *(f"div-{n}.lmm" for n in randoms))
+    tool("calculate_p_values", "p_values_diversity.lmm", "div-observed.lmm", "div-all.lmm")
+    for key, short in (("site_stats", "site"), ("species_stats", "species")):
+        config = ours / pam_stats.TESTED_CONFIG[key]
+        tool("aggregate_matrices", "concatenate", 2, f"{short}-all.lmm",
+             *(f"{short}-{n}.lmm" for n in randoms))  # fmt: skip
+        tool("wrangle_matrix", f"{short}-all.lmm", config, f"{short}-tested.lmm")
+        tool("wrangle_matrix", f"{short}-observed.lmm", config, f"{short}-observed-tested.lmm")
+        observed = f"{short}-observed-tested.lmm"
+        tool("calculate_p_values", "-m", "raw", "--alpha", "0.3", "-s", f"significant_{key}.lmm",
+             f"p_values_{key}.lmm", observed, f"{short}-tested.lmm")  # fmt: skip
+    compared = [
+        "p_values_diversity.lmm",
+        "p_values_site_stats.lmm",
+        "significant_site_stats.lmm",
+        "p_values_species_stats.lmm",
+        "significant_species_stats.lmm",
+    ]
+    for name in compared:
+        assert same_matrix(ours / "outputs" / name, theirs / name), name
+    values = np.asarray(Matrix.load(str(theirs / "p_values_site_stats.lmm")))
+    assert np.nanmax(values) > 0, "the p-values compared are not all zero"
+    assert (ours / "outputs" / "p_values_site_stats.csv").read_text().count("\n") > 10
 
 
-def test_a_chunk_ships_back_only_its_three_stacks():
-    rules = rules_by_id(plan({"pam": "inputs/pam.lmm"}, randomizations=5))
+def p_values_of(folder: Path) -> list[np.ndarray]:
+    from lmpy import Matrix
+
+    return [
+        np.asarray(Matrix.load(str(folder / "outputs" / f"p_values_{key}.lmm")))
+        for key in ("diversity", "site_stats", "species_stats")
+    ]
+
+
+def test_the_same_seed_gives_the_same_p_values_however_the_work_is_chunked(tmp_path):
+    runs = {}
+    for name, per_rule, seed in (("one", 100, 5), ("three", 2, 5), ("other", 100, 6)):
+        folder = tmp_path / name
+        demo_inputs(folder, species=8, side=6)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pam_stats, "RANDOMIZATIONS_PER_RULE", per_rule)
+            stage = plan({"pam": "inputs/pam.lmm"}, randomizations=6, seed=seed)
+        run_stage(stage, folder)
+        runs[name] = p_values_of(folder)
+    for same, other in zip(runs["one"], runs["three"], strict=True):
+        assert np.array_equal(same, other, equal_nan=True)
+    assert not all(
+        np.array_equal(a, b, equal_nan=True)
+        for a, b in zip(runs["one"], runs["other"], strict=True)
+    ), "another seed draws other PAMs"
+
+
+def test_a_chunk_ships_back_only_its_three_count_matrices():
+    rules = rules_by_id(plan({"pam": "inputs/pam.lmm"}, randomizations=5, seed=0))
     chunk = rules["rand-001"]
     assert chunk["outputs"] == [
         "work/rand-001/diversity.lmm",
@@ -136,21 +210,30 @@ def test_a_chunk_ships_back_only_its_three_stacks():
         "logs/rand-001.stdout",
         "logs/rand-001.stderr",
     ]
-    (script,) = [s for s in steps(chunk) if s[:2] == ["python3", pam_stats.CHUNK_SCRIPT]]
-    assert script[2:7] == [
+    (script,) = steps(chunk)
+    assert script == [
+        "python3",
+        pam_stats.CHUNK_SCRIPT,
+        "--seed",
+        "0",
+        "1",
+        "5",
+        "inputs/pam.lmm",
         "work/config/site_stats_tested.json",
         "work/config/species_stats_tested.json",
         *chunk["outputs"][:3],
     ]
-    # The diversity matrix is one-dimensional: the script stacks it along axis 1.
-    assert "Matrix.concatenate(diversity, axis=1)" in pam_stats.CHUNK_STATS
-    assert steps(chunk)[-1][:3] == ["rm", "-f", "--"]
+
+
+def test_without_a_seed_no_rule_seeds():
+    stage = plan({"pam": "inputs/pam.lmm"}, randomizations=5)
+    assert "--seed" not in stage.dumps()
 
 
 def test_the_largest_request_keeps_commands_short():
     stage = plan({"pam": "inputs/pam.lmm", "tree": "inputs/tree.nex"}, randomizations=10000)
     rules = stage.makeflow["rules"]
-    assert len([r for r in rules if r["category"] == "randomize"]) == 200
+    assert len([r for r in rules if r["category"] == "randomize"]) == 58
     assert max(len(r["command"]) for r in rules) < 30_000
 
 
@@ -164,24 +247,24 @@ def test_the_largest_request_keeps_commands_short():
     ],
 )
 def test_p_values_use_the_method_and_alpha_and_name_the_significance_file(method, significance):
-    stage = plan({"pam": "inputs/pam.lmm"}, randomizations=90, p_value_method=method, alpha=0.01)
-    rule = rules_by_id(stage)["p-values-site-stats"]
-    p_values = next(s for s in steps(rule) if s[0] == "calculate_p_values")
-    assert p_values == [
-        "calculate_p_values",
-        "-m",
-        method,
-        "--alpha",
-        "0.01",
-        "-s",
-        significance,
-        "outputs/p_values_site_stats.lmm",
-        "work/observed_site_stats_tested.lmm",
-        "work/rand-001/site_stats.lmm",
-        "work/rand-002/site_stats.lmm",
-    ]
+    stage = plan({"pam": "inputs/pam.lmm"}, randomizations=30, p_value_method=method, alpha=0.01)
+    rule = rules_by_id(stage)["p-values"]
+    assert steps(rule) == [["python3", pam_stats.P_VALUES_SCRIPT, pam_stats.P_VALUES_CONFIG]]
+    config = json.loads(stage.files[pam_stats.P_VALUES_CONFIG])
+    assert (config["method"], config["alpha"], config["randomizations"]) == (method, 0.01, 30)
+    site = config["matrices"][1]
+    assert site == {
+        "counts": ["work/rand-001/site_stats.lmm", "work/rand-002/site_stats.lmm"],
+        "p_values": "outputs/p_values_site_stats.lmm",
+        "significance": significance,
+        "csv": True,
+    }
+    assert set(site["counts"]) < set(rule["inputs"])
     assert significance in rule["outputs"]
     assert significance.removesuffix(".lmm") + ".csv" in rule["outputs"]
+    # The diversity matrix is one-dimensional: p-values only.
+    assert config["matrices"][0]["significance"] is None
+    assert "outputs/p_values_diversity.csv" not in rule["outputs"]
 
 
 def test_only_statistics_that_vary_under_the_null_model_are_tested():
@@ -223,9 +306,10 @@ def test_a_tree_is_matched_to_the_pam_and_annotated_before_the_statistics(extens
     observed = steps(rules["stats-observed"])[0]
     assert observed[1:3] == ["--tree_filename", "outputs/matched_tree.nex"]
     assert observed[-1] == "outputs/matched_pam.lmm"
-    for rule_id in ("rand-001",):
-        assert steps(rules[rule_id])[0][1] == "outputs/matched_pam.lmm"
-        assert "outputs/matched_tree.nex" in rules[rule_id]["inputs"]
+    chunk = steps(rules["rand-001"])[0]
+    assert chunk[2:4] == ["--tree_filename", "outputs/matched_tree.nex"]
+    assert chunk[6] == "outputs/matched_pam.lmm"
+    assert "outputs/matched_tree.nex" in rules["rand-001"]["inputs"]
 
 
 def test_the_annotation_script_writes_squid_annotations(tmp_path):

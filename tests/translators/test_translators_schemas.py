@@ -82,6 +82,7 @@ def test_with_defaults_fills_only_what_is_missing():
     workflow = translators.get("pam-stats")
     assert workflow.with_defaults({}) == {
         "randomizations": 100,
+        "seed": None,
         "p_value_method": "fdr",
         "alpha": 0.05,
     }
@@ -116,7 +117,10 @@ BAD = {
         "alpha zero": set_at(("params", "alpha"), 0),
         "alpha one": set_at(("params", "alpha"), 1),
         "alpha as text": set_at(("params", "alpha"), "0.05"),
-        "unknown param": set_at(("params", "seed"), 1),
+        "unknown param": set_at(("params", "salt"), 1),
+        "seed negative": set_at(("params", "seed"), -1),
+        "seed above 2**32 - 1": set_at(("params", "seed"), 2**32),
+        "seed as text": set_at(("params", "seed"), "1"),
         "no pam": drop_at(("inputs", "pam")),
         "no inputs": drop_at(("inputs",)),
         "pam not a uuid": set_at(("inputs", "pam"), "inputs/pam.lmm"),

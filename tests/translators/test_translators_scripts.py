@@ -1,6 +1,7 @@
 """Worker scripts: self-contained files shipped as they are, and their functions on small inputs."""
 
 import ast
+import json
 import math
 import subprocess
 import sys
@@ -21,7 +22,7 @@ GOLDEN = Path(__file__).parent / "golden"
 def test_every_workflow_with_scripts_has_them_as_files():
     folders = {p.parent.parent.name for p in SCRIPTS}
     assert folders == {"species_pam", "occurrence_cleaning", "mcpa", "pam_stats"}
-    assert len(SCRIPTS) == 9
+    assert len(SCRIPTS) == 10
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=[p.name for p in SCRIPTS])
@@ -119,20 +120,27 @@ def test_annotating_a_tree_copies_each_label_to_squid(tmp_path):
     assert pairs == {"Sp a": "Sp a", "Sp b": "Sp b", "Sp c": "Sp c"}
 
 
-def test_a_chunk_computes_three_statistics_per_pam(tmp_path):
+def test_a_chunk_counts_random_values_above_the_observed_ones(tmp_path):
     np = pytest.importorskip("numpy")
     lmpy = pytest.importorskip("lmpy")
     from translators.pam_stats.scripts import chunk_stats
 
-    pams = []
-    for number, data in enumerate(([[1, 0, 1], [0, 1, 1], [1, 1, 0]], [[1, 1, 0], [0, 1, 1]])):
-        rows = [[i, float(i), 0.0] for i in range(len(data))]
-        path = tmp_path / f"pam-{number}.lmm"
-        lmpy.Matrix(np.array(data, dtype=float), headers={"0": rows, "1": ["A", "B", "C"]}).write(
-            str(path)
-        )
-        pams.append(str(path))
-    diversity, site_stats, species_stats = chunk_stats.stacks(pams)
-    assert len(diversity) == len(site_stats) == len(species_stats) == 2
-    assert [m.shape[0] for m in site_stats] == [3, 2]
-    assert [m.shape[0] for m in species_stats] == [3, 3]
+    data = [[1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1], [1, 1, 1, 0]]
+    rows = [[i, float(i), 0.0] for i in range(len(data))]
+    pam = lmpy.Matrix(np.array(data, dtype=float), headers={"0": rows, "1": list("ABCD")})
+    keep = [{"wrangler_type": "SubsetReorderSlicesWrangler", "axes": {"1": ["phi"]}}]
+    (tmp_path / "keep.json").write_text(json.dumps(keep))
+    wranglers = chunk_stats.load_wranglers(str(tmp_path / "keep.json"))
+    keep_species = [{"wrangler_type": "SubsetReorderSlicesWrangler", "axes": {"1": ["psi"]}}]
+    (tmp_path / "species.json").write_text(json.dumps(keep_species))
+    species = chunk_stats.load_wranglers(str(tmp_path / "species.json"))
+    _, site, psi = chunk_stats.counts(pam, None, wranglers, species, range(1, 8), seed=4)
+    assert site.shape == (5, 1) and psi.shape == (4, 1)
+    assert site.get_headers()["1"] == ["phi"]
+    # Each count is how many of the 7 randomized PAMs beat the observed value.
+    assert np.min(site) >= 0 and np.max(site) <= 7
+    again = chunk_stats.counts(pam, None, wranglers, species, range(1, 8), seed=4)
+    assert np.array_equal(np.asarray(site), np.asarray(again[1]))
+    first = chunk_stats.randomized(pam, 3, seed=4)
+    assert np.array_equal(first, chunk_stats.randomized(pam, 3, seed=4))
+    assert np.array_equal(np.sum(first, axis=0), np.sum(pam, axis=0)), "species totals kept"

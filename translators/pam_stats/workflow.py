@@ -18,33 +18,46 @@
 #   one-species sites) still get p = 0; the observed matrices show where.
 # - `calculate_p_values -m bonferroni -s F` writes adjusted p-values to F, not a mask: F is named
 #   p_values_*_bonferroni and users compare it with alpha.
-# - Start-up is ~0.6 s per tool on an idle host (1.5 s on the shared 2-core build box), and
+# - Start-up is ~0.5 s per tool on an idle host (1.5 s on the shared 2-core build box), and
 #   calculate_pam_stats takes one PAM per run: a chunk of 50 spent most of its time starting that
-#   tool (bench/, B8). A chunk therefore computes, stacks and subsets its PAMs' statistics in one
-#   process with the tools' own library calls (scripts/chunk_stats.py; a test holds its three stacks
-#   equal to those of calculate_pam_stats, aggregate_matrices and wrangle_matrix run one by one).
+#   tool (bench/, B8). A chunk therefore randomizes, computes its PAMs' statistics and counts them
+#   against the observed ones in one process with the tools' own library calls
+#   (scripts/chunk_stats.py), and one rule adds up the counts into p-values (scripts/p_values.py):
+#   a test holds both equal to randomize_pam, calculate_pam_stats, aggregate_matrices,
+#   wrangle_matrix and calculate_p_values run one by one. Nothing but counts leaves a chunk: the
+#   stacked statistics of 10,000 Heuchera PAMs would be ~1 GB for one serial step to read.
+# - randomize_pam draws from numpy's global legacy generator and never seeds it; chunk_stats.py
+#   seeds it with [seed, n] before PAM number n when the request has a seed (bench/, B9).
 
 from __future__ import annotations
 
 from translators.base import InputSpec, Stage, Workflow, canonical_json
-from translators.common.chunks import near_equal_sizes
+from translators.common.chunks import tapering_sizes
 from translators.common.lmpy import PYTHON, TREE_SCHEMAS, csv_commands, csv_names
-from translators.common.p_values import p_values_command, significance_file
+from translators.common.p_values import significance_file
 from translators.common.scripts import script_text
 from translators.makeflow import Category, Rule, render_makeflow
 from translators.pam_stats.schema import PARAMS_SCHEMA
 
 STAGE = "main"
-# A chunk rule pays two fixed start-ups (randomize_pam, then chunk_stats.py for everything else:
-# ~3 s at the 1.5 s measured here) against 0.05 to 0.5 s per randomization, most of it the
-# statistics: 50 per rule keeps two rules per core busy for a typical 1,000; 10,000 make 200.
-RANDOMIZATIONS_PER_RULE = 50
+# A chunk rule pays one start-up (~1 s idle: Python, lmpy, the PAM and tree, and the observed
+# statistics it counts against) against ~0.4 s per randomization of the Heuchera PAM with its
+# tree (0.1 s randomizing, 0.3 s statistics). Chunks of at most 200 keep start-ups near 1 %
+# (B9's goal is 5 % over lmpy in one process per core); the work then tapers (a quarter of what
+# is left per chunk, down to 20) so that the slots end together: five equal chunks of 100 on two
+# slots left one idle for a whole chunk, 60 s of a 430 s run (bench/, B9). 10,000
+# randomizations make 58 rules, 1,000 make 13.
+RANDOMIZATIONS_PER_RULE = 200
+SMALLEST_CHUNK = 20
+CHUNK_SHARE = 4
 
 CONFIG = "work/config"
 MATCH_PAM_CONFIG = f"{CONFIG}/match_pam.json"
 MATCH_TREE_CONFIG = f"{CONFIG}/match_tree.json"
 ANNOTATE_SCRIPT = f"{CONFIG}/annotate_tree.py"
 CHUNK_SCRIPT = f"{CONFIG}/chunk_stats.py"
+P_VALUES_SCRIPT = f"{CONFIG}/p_values.py"
+P_VALUES_CONFIG = f"{CONFIG}/p_values.json"
 CSV_PAM = "work/pam.lmm"
 TESTED_CONFIG = {
     "site_stats": f"{CONFIG}/site_stats_tested.json",
@@ -120,7 +133,7 @@ class PamStats(Workflow):
             "pam": "00000000-0000-0000-0000-000000000001",
             "tree": "00000000-0000-0000-0000-000000000002",
         },
-        "params": {"randomizations": 20, "p_value_method": "fdr", "alpha": 0.05},
+        "params": {"randomizations": 20, "seed": 1, "p_value_method": "fdr", "alpha": 0.05},
         "tags": {"project": "heuchera"},
     }
     example_data = {
@@ -231,35 +244,40 @@ class PamStats(Workflow):
             )
         )
 
-        chunks = near_equal_sizes(params["randomizations"], RANDOMIZATIONS_PER_RULE)
+        chunks = tapering_sizes(
+            params["randomizations"], RANDOMIZATIONS_PER_RULE, SMALLEST_CHUNK, CHUNK_SHARE
+        )
         if chunks:
             files[CHUNK_SCRIPT] = CHUNK_STATS
+            files[P_VALUES_SCRIPT] = P_VALUES
             for key in TESTED:
                 files[TESTED_CONFIG[key]] = canonical_json(
                     [{"wrangler_type": "SubsetReorderSlicesWrangler", "axes": {"1": tested[key]}}]
                 )
-            stacks = {key: [] for key, _, _ in MATRICES}
+            seed_args = [] if params.get("seed") is None else ["--seed", str(params["seed"])]
+            counts = {key: [] for key, _, _ in MATRICES}
+            first = 1
             for number, size in enumerate(chunks, start=1):
-                rule = _chunk_rule(number, size, pam, tree_args, tree_inputs)
-                rules.append(rule)
+                rules.append(
+                    _chunk_rule(number, first, size, pam, tree_args + seed_args, tree_inputs)
+                )
+                first += size
                 for key, _, _ in MATRICES:
-                    stacks[key].append(f"work/rand-{number:03d}/{key}.lmm")
+                    counts[key].append(f"work/rand-{number:03d}/{key}.lmm")
+            files[P_VALUES_CONFIG], outputs = _p_values_config(params, counts)
             rules.append(
                 Rule(
-                    "p-values-diversity",
-                    [
-                        "calculate_p_values",
-                        "outputs/p_values_diversity.lmm",
-                        observed["diversity"],
-                        *stacks["diversity"],
+                    "p-values",
+                    [PYTHON, P_VALUES_SCRIPT, P_VALUES_CONFIG],
+                    inputs=[
+                        P_VALUES_SCRIPT,
+                        P_VALUES_CONFIG,
+                        *(p for c in counts.values() for p in c),
                     ],
-                    inputs=[observed["diversity"], *stacks["diversity"]],
-                    outputs=["outputs/p_values_diversity.lmm"],
+                    outputs=outputs,
                     category="p-values",
                 )
             )
-            for key in TESTED:
-                rules.append(_p_values_rule(key, observed[key], stacks[key], params))
 
         sources = [*(v for v in inputs.values()), *files]
         makeflow = render_makeflow(rules, CATEGORIES, "observed", sources=sources)
@@ -274,49 +292,53 @@ def _stat_args(paths: dict[str, str]) -> list[str]:
 
 
 def _chunk_rule(
-    number: int, size: int, pam: str, tree_args: list[str], tree_inputs: list[str]
+    number: int, first: int, size: int, pam: str, options: list[str], tree_inputs: list[str]
 ) -> Rule:
-    """Randomize `size` PAMs, then compute, stack and subset their statistics in one process.
-
-    Only the three stacks leave the worker; the random PAMs are scratch.
-    """
+    """Randomized PAMs `first` to `first + size - 1`: their statistics and p-value counts in
+    one process (scripts/chunk_stats.py). Only the three count matrices leave the worker."""
     folder = f"work/rand-{number:03d}"
-    digits = len(str(size))
-    random_pams = [f"{folder}/pam-{i:0{digits}d}.lmm" for i in range(1, size + 1)]
-    stacks = [f"{folder}/{key}.lmm" for key, _, _ in MATRICES]
+    counts = [f"{folder}/{key}.lmm" for key, _, _ in MATRICES]
     tested = [TESTED_CONFIG[key] for key, _, _ in MATRICES if key in TESTED]
     return Rule(
         f"rand-{number:03d}",
-        ["randomize_pam", pam, *random_pams],
-        then=[[PYTHON, CHUNK_SCRIPT, *tree_args, *tested, *stacks, *random_pams]],
+        [PYTHON, CHUNK_SCRIPT, *options, str(first), str(size), pam, *tested, *counts],
         inputs=[pam, *tree_inputs, CHUNK_SCRIPT, *TESTED_CONFIG.values()],
-        outputs=stacks,
-        scratch=random_pams,
+        outputs=counts,
         category="randomize",
     )
 
 
-def _p_values_rule(key: str, observed: str, stacks: list[str], params: dict) -> Rule:
-    tested_observed = f"work/observed_{key}_tested.lmm"
-    p_values = f"outputs/p_values_{key}.lmm"
-    significance = significance_file(params, f"_{key}")
-    return Rule(
-        f"p-values-{key.replace('_', '-')}",
-        ["wrangle_matrix", observed, TESTED_CONFIG[key], tested_observed],
-        then=[
-            p_values_command(params, significance, p_values, tested_observed, stacks),
-            *csv_commands(p_values, significance),
-        ],
-        inputs=[observed, TESTED_CONFIG[key], *stacks],
-        outputs=[p_values, significance, *csv_names(p_values, significance)],
-        scratch=[tested_observed],
-        category="p-values",
-    )
+def _p_values_config(params: dict, counts: dict[str, list[str]]) -> tuple[str, list[str]]:
+    """scripts/p_values.py's configuration, and the files it writes."""
+    matrices, outputs = [], []
+    for key, _, _ in MATRICES:
+        p_values = f"outputs/p_values_{key}.lmm"
+        # The diversity matrix is one-dimensional: no significance mask and no CSV for it.
+        significance = significance_file(params, f"_{key}") if key in TESTED else None
+        written = [p_values, *([significance] if significance else [])]
+        matrices.append(
+            {
+                "counts": counts[key],
+                "p_values": p_values,
+                "significance": significance,
+                "csv": key in TESTED,
+            }
+        )
+        outputs += written + (csv_names(*written) if key in TESTED else [])
+    config = {
+        "randomizations": params["randomizations"],
+        "method": params["p_value_method"],
+        "alpha": float(params["alpha"]),
+        "matrices": matrices,
+    }
+    return canonical_json(config), outputs
 
 
 # The worker scripts' text (translators/pam_stats/scripts/), written into the stage.
 ANNOTATE_TREE = script_text(__package__, "annotate_tree.py")
-# A chunk's statistics in one process, with the library calls of lmpy's own tools.
+# A chunk's randomizations, statistics and p-value counts in one process, with the library calls
+# of lmpy's own tools; and the p-values from those counts.
 CHUNK_STATS = script_text(__package__, "chunk_stats.py")
+P_VALUES = script_text(__package__, "p_values.py")
 
 WORKFLOW = PamStats()
