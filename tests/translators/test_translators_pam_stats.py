@@ -35,16 +35,15 @@ def test_zero_randomizations_compute_observed_statistics_only():
     assert list(rules) == ["stats-observed"]
     first = steps(rules["stats-observed"])[0]
     assert first == [
-        "calculate_pam_stats",
-        "--diversity_matrix",
-        "outputs/observed_diversity.lmm",
-        "--site_stats_matrix",
-        "outputs/observed_site_stats.lmm",
-        "--species_stats_matrix",
-        "outputs/observed_species_stats.lmm",
+        "python3",
+        "work/config/chunk_stats.py",
+        "--observed",
         "inputs/pam.lmm",
+        "outputs/observed_diversity.lmm",
+        "outputs/observed_site_stats.lmm",
+        "outputs/observed_species_stats.lmm",
     ]
-    assert stage.files == {}
+    assert set(stage.files) == {"work/config/chunk_stats.py", "work/config/pam_statistics.py"}
 
 
 @pytest.mark.parametrize(
@@ -304,8 +303,12 @@ def test_a_tree_is_matched_to_the_pam_and_annotated_before_the_statistics(extens
     assert annotate[:2] == ["python3", "work/config/annotate_tree.py"]
     compile(stage.files["work/config/annotate_tree.py"], "annotate_tree.py", "exec")
     observed = steps(rules["stats-observed"])[0]
-    assert observed[1:3] == ["--tree_filename", "outputs/matched_tree.nex"]
-    assert observed[-1] == "outputs/matched_pam.lmm"
+    assert observed[2:6] == [
+        "--observed",
+        "--tree_filename",
+        "outputs/matched_tree.nex",
+        "outputs/matched_pam.lmm",
+    ]
     chunk = steps(rules["rand-001"])[0]
     assert chunk[2:4] == ["--tree_filename", "outputs/matched_tree.nex"]
     assert chunk[6] == "outputs/matched_pam.lmm"

@@ -28,6 +28,10 @@
 #   stacked statistics of 10,000 Heuchera PAMs would be ~1 GB for one serial step to read.
 # - randomize_pam draws from numpy's global legacy generator and never seeds it; chunk_stats.py
 #   seeds it with [seed, n] before PAM number n when the request has a seed (bench/, B9).
+# - PamStats' pair loops (c-score, pearson_correlation, the tree's distance matrix) take about
+#   2 h per PAM of 7,033 species on 5,712 sites (B10). The observed statistics and every chunk's
+#   therefore come from scripts/pam_statistics.py: the same values, vectorized (6 s there), with
+#   lmpy's own functions where they are fast; tests hold it equal to PamStats, quirks included.
 
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ MATCH_PAM_CONFIG = f"{CONFIG}/match_pam.json"
 MATCH_TREE_CONFIG = f"{CONFIG}/match_tree.json"
 ANNOTATE_SCRIPT = f"{CONFIG}/annotate_tree.py"
 CHUNK_SCRIPT = f"{CONFIG}/chunk_stats.py"
+STATISTICS_SCRIPT = f"{CONFIG}/pam_statistics.py"
 P_VALUES_SCRIPT = f"{CONFIG}/p_values.py"
 P_VALUES_CONFIG = f"{CONFIG}/p_values.json"
 CSV_PAM = "work/pam.lmm"
@@ -233,9 +238,16 @@ class PamStats(Workflow):
         rules.append(
             Rule(
                 "stats-observed",
-                ["calculate_pam_stats", *tree_args, *_stat_args(observed), pam],
+                [
+                    PYTHON,
+                    CHUNK_SCRIPT,
+                    "--observed",
+                    *tree_args,
+                    pam,
+                    *(observed[key] for key, _, _ in MATRICES),
+                ],
                 then=csv_commands(observed["site_stats"], observed["species_stats"]),
-                inputs=[pam, *tree_inputs],
+                inputs=[pam, *tree_inputs, CHUNK_SCRIPT, STATISTICS_SCRIPT],
                 outputs=[
                     *observed.values(),
                     *csv_names(observed["site_stats"], observed["species_stats"]),
@@ -247,8 +259,9 @@ class PamStats(Workflow):
         chunks = tapering_sizes(
             params["randomizations"], RANDOMIZATIONS_PER_RULE, SMALLEST_CHUNK, CHUNK_SHARE
         )
+        files[CHUNK_SCRIPT] = CHUNK_STATS
+        files[STATISTICS_SCRIPT] = PAM_STATISTICS
         if chunks:
-            files[CHUNK_SCRIPT] = CHUNK_STATS
             files[P_VALUES_SCRIPT] = P_VALUES
             for key in TESTED:
                 files[TESTED_CONFIG[key]] = canonical_json(
@@ -284,13 +297,6 @@ class PamStats(Workflow):
         return Stage(STAGE, makeflow, files)
 
 
-def _stat_args(paths: dict[str, str]) -> list[str]:
-    args = []
-    for key, option, _ in MATRICES:
-        args += [option, paths[key]]
-    return args
-
-
 def _chunk_rule(
     number: int, first: int, size: int, pam: str, options: list[str], tree_inputs: list[str]
 ) -> Rule:
@@ -302,7 +308,7 @@ def _chunk_rule(
     return Rule(
         f"rand-{number:03d}",
         [PYTHON, CHUNK_SCRIPT, *options, str(first), str(size), pam, *tested, *counts],
-        inputs=[pam, *tree_inputs, CHUNK_SCRIPT, *TESTED_CONFIG.values()],
+        inputs=[pam, *tree_inputs, CHUNK_SCRIPT, STATISTICS_SCRIPT, *TESTED_CONFIG.values()],
         outputs=counts,
         category="randomize",
     )
@@ -339,6 +345,7 @@ ANNOTATE_TREE = script_text(__package__, "annotate_tree.py")
 # A chunk's randomizations, statistics and p-value counts in one process, with the library calls
 # of lmpy's own tools; and the p-values from those counts.
 CHUNK_STATS = script_text(__package__, "chunk_stats.py")
+PAM_STATISTICS = script_text(__package__, "pam_statistics.py")
 P_VALUES = script_text(__package__, "p_values.py")
 
 WORKFLOW = PamStats()

@@ -2,6 +2,8 @@
 
 Usage: chunk_stats.py [--tree_filename TREE] [--seed SEED] FIRST COUNT PAM SITE_TESTED
                       SPECIES_TESTED DIVERSITY_OUT SITE_STATS_OUT SPECIES_STATS_OUT
+       chunk_stats.py --observed [--tree_filename TREE] PAM DIVERSITY_OUT SITE_STATS_OUT
+                      SPECIES_STATS_OUT
 
 With lmpy's own library calls, as its tools would run them one after another:
 - observed: calculate_pam_stats of PAM (with TREE), then wrangle_matrix with SITE_TESTED and
@@ -16,19 +18,24 @@ chunks.
 With --seed, PAM number N is drawn right after numpy.random.seed([SEED, N]) (the legacy generator
 lmpy's randomization uses): the same seed gives the same randomized PAMs however the numbers are
 split into chunks. Without it, numpy seeds itself from the operating system.
+
+The statistics are PamStats' own values, computed by pam_statistics.py (shipped beside this
+script): lmpy's loops over species pairs take hours on a continental PAM (B10), the vectorized
+ones seconds, and tests hold the two equal. With --observed, the three observed matrices are
+written whole, as calculate_pam_stats writes them.
 """
 
-import contextlib
-import io
+import functools
+import importlib.util
 import json
 import sys
 from copy import deepcopy
+from pathlib import Path
 
 import numpy as np
 from lmpy.data_wrangling.factory import WranglerFactory
 from lmpy.matrix import Matrix
 from lmpy.randomize.grady import grady_randomize
-from lmpy.statistics.pam_stats import PamStats
 from lmpy.statistics.significance import PermutationTests
 from lmpy.tools.wrangle_matrix import wrangle_matrix
 from lmpy.tree import TreeWrapper
@@ -39,14 +46,26 @@ def load_wranglers(config):
         return WranglerFactory(logger=None).get_wranglers(json.load(handle))
 
 
+@functools.cache
+def pam_statistics():
+    """The module pam_statistics.py beside this file (a worker runs scripts with `python -I`:
+    their folder is not on the path)."""
+    spec = importlib.util.spec_from_file_location(
+        "pam_statistics", Path(__file__).with_name("pam_statistics.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prepared(tree):
+    """The tree ready for every PAM of the chunk (its distance matrix computed once)."""
+    return None if tree is None else pam_statistics().prepare_tree(tree)
+
+
 def statistics(pam, tree, site_wranglers, species_wranglers):
-    """Diversity, tested site and tested species statistics of one PAM."""
-    # PamStats prints progress lines for every PAM: thousands of lines of noise in a rule's log.
-    with contextlib.redirect_stdout(io.StringIO()):
-        stats = PamStats(pam, tree=tree)
-        diversity = stats.calculate_diversity_statistics()
-        site_stats = stats.calculate_site_statistics()
-        species_stats = stats.calculate_species_statistics()
+    """Diversity, tested site and tested species statistics of one PAM (`tree`: prepared)."""
+    diversity, site_stats, species_stats = pam_statistics().statistics(pam, tree)
     site_stats, _ = wrangle_matrix(site_stats, site_wranglers)
     species_stats, _ = wrangle_matrix(species_stats, species_wranglers)
     return diversity, site_stats, species_stats
@@ -62,6 +81,7 @@ def randomized(pam, number, seed=None):
 def counts(pam, tree, site_wranglers, species_wranglers, numbers, seed=None):
     """For the observed diversity, site and species statistics of `pam`: how many of the
     randomized PAMs `numbers` exceed each value, as calculate_p_values counts them."""
+    tree = prepared(tree)
     observed = statistics(pam, tree, site_wranglers, species_wranglers)
     tests = [PermutationTests(matrix) for matrix in observed]
     for number in numbers:
@@ -74,14 +94,29 @@ def counts(pam, tree, site_wranglers, species_wranglers, numbers, seed=None):
     ]
 
 
+def observed(pam_file, tree_file, outputs):
+    """calculate_pam_stats' three matrices of the PAM, whole."""
+    tree = TreeWrapper.from_filename(tree_file) if tree_file else None
+    matrices = pam_statistics().statistics(Matrix.load(pam_file), prepared(tree))
+    for matrix, out in zip(matrices, outputs, strict=True):
+        matrix.write(out)
+
+
 def main(args):
     tree_file = seed = None
+    whole = args[:1] == ["--observed"]
+    args = args[1:] if whole else args
     while args[:1] in (["--tree_filename"], ["--seed"]):
         if args[0] == "--seed":
             seed = int(args[1])
         else:
             tree_file = args[1]
         args = args[2:]
+    if whole:
+        if len(args) != 4:
+            sys.exit(__doc__)
+        observed(args[0], tree_file, args[1:])
+        return
     if len(args) != 8:
         sys.exit(__doc__)
     first, count, pam_file, site_tested, species_tested, *outputs = args
