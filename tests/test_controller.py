@@ -312,18 +312,26 @@ def test_celery_sends_a_job_again_to_the_queue_that_dispatch_names(settings):
 
 def test_a_rule_is_sized_from_a_zipped_matrix_unpacked(tmp_path):
     """A 320 MB array zips to a few MB: rules that load it are sized from what they will hold."""
+    import io
     import zipfile
 
     folder = JobFolder(tmp_path)
     (tmp_path / "inputs").mkdir()
+    arrays = io.BytesIO()
+    with zipfile.ZipFile(arrays, "w", zipfile.ZIP_DEFLATED) as npz:
+        npz.writestr("arr_0.npy", bytes(8 * 1024 * 1024))
     with zipfile.ZipFile(tmp_path / "inputs" / "pam.lmm", "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("pam.npy", bytes(8 * 1024 * 1024))
+        archive.writestr("data.npz", arrays.getvalue())
         archive.writestr("headers.json", "{}")
+    with zipfile.ZipFile(tmp_path / "inputs" / "odd.lmm", "w") as archive:
+        archive.writestr("data.npz", b"not a zip at all")
     (tmp_path / "inputs" / "tree.nex").write_text("#NEXUS\n")
     (tmp_path / "inputs" / "fake.lmm").write_bytes(b"PK\x03\x04 not a zip")
-    sizes = folder.sizes(["inputs/pam.lmm", "inputs/tree.nex", "inputs/fake.lmm", "inputs/none"])
+    names = ["pam.lmm", "tree.nex", "fake.lmm", "odd.lmm", "none"]
+    sizes = folder.sizes([f"inputs/{name}" for name in names])
     assert (tmp_path / "inputs" / "pam.lmm").stat().st_size < 100_000
     assert sizes["inputs/pam.lmm"] == 8 * 1024 * 1024 + 2
     assert sizes["inputs/tree.nex"] == 7
     assert sizes["inputs/fake.lmm"] == 14
+    assert sizes["inputs/odd.lmm"] == (tmp_path / "inputs" / "odd.lmm").stat().st_size
     assert "inputs/none" not in sizes

@@ -259,10 +259,22 @@ def tail(path: Path, size: int = TAIL_BYTES) -> str:
 
 def _unpacked_size(path: Path) -> int:
     """The file's size, or for a zip the larger of that and its members' unpacked sizes (the
-    central directory's figures: inspection held them to LMWEB_MAX_ZIP_UNPACKED)."""
+    central directory's figures: inspection held them to LMWEB_MAX_ZIP_UNPACKED). An lmpy
+    matrix is a zip whose data.npz is a zip again (numpy's savez_compressed): its arrays count
+    unpacked too."""
     size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as archive:
-            return max(size, sum(info.file_size for info in archive.infolist()))
-    except (zipfile.BadZipFile, OSError, ValueError):
+            return max(size, sum(_member_size(archive, info) for info in archive.infolist()))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return size
+
+
+def _member_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    if not info.filename.endswith(".npz"):
+        return info.file_size
+    try:
+        with archive.open(info) as member, zipfile.ZipFile(member) as arrays:
+            return max(info.file_size, sum(inner.file_size for inner in arrays.infolist()))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return info.file_size

@@ -235,6 +235,10 @@ class PamStats(Workflow):
                 tested[key] += names
 
         observed = {key: f"outputs/observed_{key}.lmm" for key, _, _ in MATRICES}
+        # A rule is sized from its inputs as they are when the stage is written, before the
+        # matched PAM exists: the staged PAM, as large, is declared beside it (B10: 321 MB
+        # loaded from a 1.8 MB file).
+        declared = [*tree_inputs, *([inputs["pam"]] if pam != inputs["pam"] else [])]
         rules.append(
             Rule(
                 "stats-observed",
@@ -247,7 +251,7 @@ class PamStats(Workflow):
                     *(observed[key] for key, _, _ in MATRICES),
                 ],
                 then=csv_commands(observed["site_stats"], observed["species_stats"]),
-                inputs=[pam, *tree_inputs, CHUNK_SCRIPT, STATISTICS_SCRIPT],
+                inputs=[pam, *declared, CHUNK_SCRIPT, STATISTICS_SCRIPT],
                 outputs=[
                     *observed.values(),
                     *csv_names(observed["site_stats"], observed["species_stats"]),
@@ -271,9 +275,7 @@ class PamStats(Workflow):
             counts = {key: [] for key, _, _ in MATRICES}
             first = 1
             for number, size in enumerate(chunks, start=1):
-                rules.append(
-                    _chunk_rule(number, first, size, pam, tree_args + seed_args, tree_inputs)
-                )
+                rules.append(_chunk_rule(number, first, size, pam, tree_args + seed_args, declared))
                 first += size
                 for key, _, _ in MATRICES:
                     counts[key].append(f"work/rand-{number:03d}/{key}.lmm")
@@ -298,7 +300,7 @@ class PamStats(Workflow):
 
 
 def _chunk_rule(
-    number: int, first: int, size: int, pam: str, options: list[str], tree_inputs: list[str]
+    number: int, first: int, size: int, pam: str, options: list[str], declared: list[str]
 ) -> Rule:
     """Randomized PAMs `first` to `first + size - 1`: their statistics and p-value counts in
     one process (scripts/chunk_stats.py). Only the three count matrices leave the worker."""
@@ -308,7 +310,7 @@ def _chunk_rule(
     return Rule(
         f"rand-{number:03d}",
         [PYTHON, CHUNK_SCRIPT, *options, str(first), str(size), pam, *tested, *counts],
-        inputs=[pam, *tree_inputs, CHUNK_SCRIPT, STATISTICS_SCRIPT, *TESTED_CONFIG.values()],
+        inputs=[pam, *declared, CHUNK_SCRIPT, STATISTICS_SCRIPT, *TESTED_CONFIG.values()],
         outputs=counts,
         category="randomize",
     )
