@@ -50,9 +50,6 @@ class Stack(support.Stack):
                 "LMWEB_THROTTLE_SUBMIT": "100000000/hour",
                 "LMWEB_USER_MAX_QUEUED": "100000000",
                 "LMWEB_USER_MAX_RUNNING": "1000",
-                # B10 asks 100 randomizations of a 40.2 M-cell continental PAM (4.0e9 cells),
-                # over the product's default of 2e9.
-                "LMWEB_MAX_RANDOMIZED_CELLS": "5000000000",
             },
         )
 

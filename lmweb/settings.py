@@ -396,8 +396,9 @@ MAX_ZIP_MEMBERS = env_int("LMWEB_MAX_ZIP_MEMBERS", 10_000, minimum=1)
 MAX_ZIP_UNPACKED = env_size("LMWEB_MAX_ZIP_UNPACKED", 4 * 1024**3)
 MAX_INPUT_DATASETS = env_int("LMWEB_MAX_INPUT_DATASETS", 100, minimum=1)
 # Randomizations (pam-stats) or permutations (mcpa) x PAM cells. A production run, 2,114 sites
-# x 55 species x 10,000 randomizations, is 1.16e9.
-MAX_RANDOMIZED_CELLS = env_int("LMWEB_MAX_RANDOMIZED_CELLS", 2_000_000_000, minimum=1)
+# x 55 species x 10,000 randomizations, is 1.16e9; a continental one, 5,712 sites x 7,033
+# species x 100 randomizations (B10), 4.0e9.
+MAX_RANDOMIZED_CELLS = env_int("LMWEB_MAX_RANDOMIZED_CELLS", 5_000_000_000, minimum=1)
 
 # occurrence-cleaning's `name_resolver: gbif` (issue 15): off unless the deployment's workers
 # may reach the name service; its rule alone gets the network (the guard, LMWEB_RULE_NETWORK).
