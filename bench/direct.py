@@ -128,7 +128,12 @@ def serial(job_dir: Path, folder: Path) -> float:
 def _pam_stats_counts(task: tuple) -> list:
     """One process's share: observed statistics, then randomized PAMs `numbers` (each drawn
     after numpy.random.seed([seed, n]), as pam-stats documents) and how many of their values
-    exceed the observed ones (calculate_p_values' running count)."""
+    exceed the observed ones (calculate_p_values' running count).
+
+    The statistics are the rules' (pam_statistics: PamStats' values, vectorized), or with
+    `lmpy_statistics` PamStats itself. Both agree to 1e-9, but not bit for bit: on an
+    ultrametric tree many sites tie in exact arithmetic, and which side of a tie the rounding
+    falls on changes a count. Identical p-values need the same arithmetic on both sides."""
     from lmpy.data_wrangling.factory import WranglerFactory
     from lmpy.matrix import Matrix
     from lmpy.randomize.grady import grady_randomize
@@ -137,9 +142,12 @@ def _pam_stats_counts(task: tuple) -> list:
     from lmpy.tools.wrangle_matrix import wrangle_matrix
     from lmpy.tree import TreeWrapper
 
-    pam_file, tree_file, tested, numbers, seed = task
+    from translators.pam_stats.scripts import pam_statistics
+
+    pam_file, tree_file, tested, numbers, seed, lmpy_statistics = task
     pam = Matrix.load(pam_file)
     tree = TreeWrapper.from_filename(tree_file) if tree_file else None
+    prepared = pam_statistics.prepare_tree(tree) if tree is not None else None
     factory = WranglerFactory(logger=None)
     keep = [
         factory.get_wranglers(
@@ -149,11 +157,14 @@ def _pam_stats_counts(task: tuple) -> list:
     ]
 
     def statistics(matrix):
-        with contextlib.redirect_stdout(io.StringIO()):
-            stats = PamStats(matrix, tree=tree)
-            diversity = stats.calculate_diversity_statistics()
-            site = stats.calculate_site_statistics()
-            species = stats.calculate_species_statistics()
+        if not lmpy_statistics:
+            diversity, site, species = pam_statistics.statistics(matrix, prepared)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                stats = PamStats(matrix, tree=tree)
+                diversity = stats.calculate_diversity_statistics()
+                site = stats.calculate_site_statistics()
+                species = stats.calculate_species_statistics()
         return [diversity, wrangle_matrix(site, keep[0])[0], wrangle_matrix(species, keep[1])[0]]
 
     observed = statistics(pam)
@@ -178,6 +189,7 @@ def pam_stats_per_core(
     alpha: float,
     out: Path,
     processes: int,
+    lmpy_statistics: bool = False,
 ) -> None:
     """pam-stats' null model by hand: `processes` processes share the randomizations, then the
     parent turns the summed counts into p-values and significance (calculate_p_values' calls)."""
@@ -186,7 +198,11 @@ def pam_stats_per_core(
 
     numbers = list(range(1, randomizations + 1))
     shares = [numbers[i::processes] for i in range(processes)]
-    tasks = [(str(pam), tree and str(tree), tested, share, seed) for share in shares if share]
+    tasks = [
+        (str(pam), tree and str(tree), tested, share, seed, lmpy_statistics)
+        for share in shares
+        if share
+    ]
     # fork: the children start from this small process and import lmpy themselves.
     with multiprocessing.get_context("fork").Pool(len(tasks)) as pool:
         results = pool.map(_pam_stats_counts, tasks)
@@ -217,6 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--processes", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--lmpy-statistics",
+        action="store_true",
+        help="lmpy's PamStats instead of the rules' statistics (same values to 1e-9, slower)",
+    )
     args = parser.parse_args(argv)
     pam_stats_per_core(
         args.pam,
@@ -228,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         args.alpha,
         args.out,
         args.processes,
+        args.lmpy_statistics,
     )
 
 

@@ -56,11 +56,11 @@ def chunk_counts(pam_file, tree_file, folder, numbers, seed):
 def test_the_baseline_counts_what_a_chunk_counts(inputs, tmp_path):
     pam, tree = inputs
     ours = chunk_counts(pam, tree, tmp_path, range(3, 7), seed=21)
-    theirs = direct._pam_stats_counts((str(pam), str(tree), TESTED_NAMES, [3, 4, 5, 6], 21))
+    theirs = direct._pam_stats_counts((str(pam), str(tree), TESTED_NAMES, [3, 4, 5, 6], 21, False))
     for matrix, (counts, headers) in zip(ours, theirs, strict=True):
         assert matrix.get_headers() == headers
         assert np.array_equal(np.asarray(matrix), counts)
-    other = direct._pam_stats_counts((str(pam), str(tree), TESTED_NAMES, [3, 4, 5, 6], 22))
+    other = direct._pam_stats_counts((str(pam), str(tree), TESTED_NAMES, [3, 4, 5, 6], 22, False))
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(theirs, other, strict=True))
 
 
