@@ -869,17 +869,23 @@ def test_a_field_of_the_wrong_json_type_is_refused_naming_it(api, guard, dataset
 WRONG_FOR = {"integer": True, "number": True, "string": 1, "array": {}, "object": []}
 
 
+def _wrong_value(prop: dict):
+    """A value of the wrong type for `prop`, or None: a nullable type (["integer", "null"])
+    is the type beside null."""
+    kinds = prop.get("type")
+    kinds = [kind for kind in (kinds if isinstance(kinds, list) else [kinds]) if kind != "null"]
+    return WRONG_FOR[kinds[0]] if len(kinds) == 1 and kinds[0] in WRONG_FOR else None
+
+
 def _catalog_wrong_type_cases():
     """Every param of every workflow, and every member of an object param, given a value of
     the wrong type (a boolean where a number goes)."""
     for name in translators.names():
         for key, prop in translators.get(name).params_schema.get("properties", {}).items():
-            if prop.get("type") in WRONG_FOR:
-                wrong = WRONG_FOR[prop["type"]]
+            if (wrong := _wrong_value(prop)) is not None:
                 yield pytest.param(name, [key], wrong, id=f"{name}-{key}")
             for member, inner in prop.get("properties", {}).items():
-                if inner.get("type") in WRONG_FOR:
-                    wrong = WRONG_FOR[inner["type"]]
+                if (wrong := _wrong_value(inner)) is not None:
                     yield pytest.param(name, [key, member], wrong, id=f"{name}-{key}.{member}")
 
 
