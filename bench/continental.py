@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import requests
 from django.conf import settings
 
 from jobs import inspection
@@ -16,7 +15,7 @@ from tests import synthetic
 
 from . import direct
 from .client import FINISHED, seconds_between
-from .measures import Row
+from .measures import Row, download_package
 
 # The study: 7,033 species on the 0.5-degree grid of Australia (84 x 68 cells).
 DENSITY = 0.022  # asked of the generator: edge-clipped ranges bring it to about 2 %
@@ -181,7 +180,7 @@ def b10_continental(bench) -> list:
         job, figures["run_s"] = _follow(api, job["id"], sizes.b10_run_seconds, bench.say)
         complete = job["state"] == "COMPLETE"
         if complete:
-            figures["download_s"], figures["package_bytes"] = _download(bench, job["id"])
+            figures["download_s"], figures["package_bytes"] = download_package(bench, job["id"])
     figures.update(
         web_growth_mb=_mb(memory.web_growth),
         inspection_peak_mb=_mb(memory.inspection_peak),
@@ -300,21 +299,6 @@ def _declared(job_dir: Path) -> dict[str, int]:
             if name and "memory" in resources:
                 declared[name] = resources["memory"]
     return declared
-
-
-def _download(bench, job_id: str) -> tuple[float, int]:
-    received = 0
-    start = time.monotonic()
-    with requests.get(
-        f"{bench.stack.url}/api/v1/jobs/{job_id}/package/",
-        headers={"Authorization": f"Token {bench.token}"},
-        stream=True,
-        timeout=300,
-    ) as response:
-        response.raise_for_status()
-        for chunk in response.iter_content(1024**2):
-            received += len(chunk)
-    return time.monotonic() - start, received
 
 
 def _baseline(bench, data: Path, job: dict | None, figures: dict) -> str:

@@ -453,18 +453,8 @@ class Bench:
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        received = 0
-        start = time.monotonic()
-        with requests.get(
-            f"{self.stack.url}/api/v1/jobs/{job.id}/package/",
-            headers={"Authorization": f"Token {self.token}"},
-            stream=True,
-            timeout=300,
-        ) as response:
-            response.raise_for_status()
-            for chunk in response.iter_content(1024**2):
-                received += len(chunk)
-        speed = received / (time.monotonic() - start) / 1e6
+        seconds, received = download_package(self, job.id)
+        speed = received / seconds / 1e6
         done.set()
         sampler.join()
         growth = max(peak[pid] - before[pid] for pid in before) / 1e6
@@ -582,6 +572,22 @@ class Bench:
                 {"service_s": service, "serial_s": serial, "rules": job["progress"]["total"]},
             )
         ]
+
+
+def download_package(bench, job_id) -> tuple[float, int]:
+    """Seconds and bytes to stream a job's package from the web, in 1 MB pieces."""
+    received = 0
+    start = time.monotonic()
+    with requests.get(
+        f"{bench.stack.url}/api/v1/jobs/{job_id}/package/",
+        headers={"Authorization": f"Token {bench.token}"},
+        stream=True,
+        timeout=300,
+    ) as response:
+        response.raise_for_status()
+        for chunk in response.iter_content(1024**2):
+            received += len(chunk)
+    return time.monotonic() - start, received
 
 
 def _rss(pid: int) -> int:
