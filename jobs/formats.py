@@ -31,6 +31,7 @@ MEDIA_TYPES = {
     ".geojson": "application/geo+json",
     ".png": "image/png",
     ".svg": "image/svg+xml",
+    ".html": "text/html",
     ".tif": "image/tiff",
     ".zip": "application/zip",
     ".lmm": "application/vnd.lmpy.matrix+zip",

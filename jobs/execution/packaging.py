@@ -9,7 +9,11 @@ from django.utils import timezone
 
 from .. import formats, rules, versions
 from ..models import Job
+from . import report
 from .folder import JobFolder
+
+# outputs/report.html, relative to outputs/ (translators/report).
+REPORT_NAME = report.REPORT.removeprefix("outputs/")
 
 # Already-compressed formats are stored as they are; deflating them again only costs time.
 STORED_SUFFIXES = {".zip", ".lmm", ".png", ".tif", ".gz", ".npz"}
@@ -33,7 +37,7 @@ def catalog_outputs(folder: JobFolder) -> list[dict]:
         entries.append(
             {
                 "path": relative,
-                "role": relative.split("/", 1)[0] if "/" in relative else "result",
+                "role": _role(relative),
                 "media_type": formats.media_type(path),
                 "size": path.stat().st_size,
                 "sha256": _sha256(path),
@@ -42,30 +46,44 @@ def catalog_outputs(folder: JobFolder) -> list[dict]:
     return entries
 
 
+def _role(relative: str) -> str:
+    if relative == REPORT_NAME:
+        return "report"
+    return relative.split("/", 1)[0] if "/" in relative else "result"
+
+
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
-def write_manifest(job: Job, folder: JobFolder, outputs: list[dict]) -> dict:
+def _job_record(job: Job, finished_at) -> dict:
+    return {
+        "id": str(job.id),
+        "workflow": job.workflow,
+        "name": job.name,
+        "owner": job.owner.get_username(),
+        "submitted_at": job.submitted_at,
+        "started_at": job.started_at,
+        "finished_at": finished_at,
+    }
+
+
+def write_manifest(
+    job: Job, folder: JobFolder, outputs: list[dict], *, finished_at=None, tasks=None
+) -> dict:
     job.refresh_from_db()
+    tasks = rules.read_tasks(job) if tasks is None else tasks
     rule_records = [
         {
             key: (_iso(value) if key.endswith("_at") else value)
             for key, value in task.items()
             if key not in {"stdout", "stderr"}
         }
-        for task in rules.read_tasks(job)
+        for task in tasks
     ]
+    record = _job_record(job, finished_at or timezone.now())
     manifest = {
-        "job": {
-            "id": str(job.id),
-            "workflow": job.workflow,
-            "name": job.name,
-            "owner": job.owner.get_username(),
-            "submitted_at": _iso(job.submitted_at),
-            "started_at": _iso(job.started_at),
-            "finished_at": _iso(timezone.now()),
-        },
+        "job": {k: (_iso(v) if k.endswith("_at") else v) for k, v in record.items()},
         "request": job.request,
         "versions": versions.tool_versions(),
         "rules": rule_records,
@@ -93,7 +111,19 @@ def build_package(folder: JobFolder, manifest: dict) -> Path:
 
 
 def package_job(job: Job, folder: JobFolder) -> list[dict]:
-    """Catalog the outputs, write the manifest, build the package; the catalog entries."""
+    """Complete the report, catalog the outputs, write the manifest, build the package; the
+    catalog entries."""
+    job.refresh_from_db()
+    finished_at = timezone.now()
+    tasks = rules.read_tasks(job)
+    report.complete_report(
+        folder,
+        report.job_section(
+            _job_record(job, finished_at), job.request, versions.tool_versions(), tasks
+        ),
+    )
     outputs = catalog_outputs(folder)
-    build_package(folder, write_manifest(job, folder, outputs))
+    build_package(
+        folder, write_manifest(job, folder, outputs, finished_at=finished_at, tasks=tasks)
+    )
     return outputs

@@ -32,7 +32,7 @@ def plan(staged, **params):
 def test_zero_randomizations_compute_observed_statistics_only():
     stage = plan({"pam": "inputs/pam.lmm"}, randomizations=0)
     rules = rules_by_id(stage)
-    assert list(rules) == ["stats-observed"]
+    assert list(rules) == ["stats-observed", "report"]
     first = steps(rules["stats-observed"])[0]
     assert first == [
         "python3",
@@ -43,7 +43,14 @@ def test_zero_randomizations_compute_observed_statistics_only():
         "outputs/observed_site_stats.lmm",
         "outputs/observed_species_stats.lmm",
     ]
-    assert set(stage.files) == {"work/config/chunk_stats.py", "work/config/pam_statistics.py"}
+    assert set(stage.files) == {
+        "work/config/chunk_stats.py",
+        "work/config/pam_statistics.py",
+        "work/config/report/report.json",
+        "work/config/report/report.py",
+        "work/config/report/drawing.py",
+        "work/config/report/draw_pam.py",
+    }
 
 
 @pytest.mark.parametrize(
@@ -199,13 +206,14 @@ def test_the_same_seed_gives_the_same_p_values_however_the_work_is_chunked(tmp_p
     ), "another seed draws other PAMs"
 
 
-def test_a_chunk_ships_back_only_its_three_count_matrices():
+def test_a_chunk_ships_back_only_its_counts_and_random_diversity_values():
     rules = rules_by_id(plan({"pam": "inputs/pam.lmm"}, randomizations=5, seed=0))
     chunk = rules["rand-001"]
     assert chunk["outputs"] == [
         "work/rand-001/diversity.lmm",
         "work/rand-001/site_stats.lmm",
         "work/rand-001/species_stats.lmm",
+        "work/rand-001/random_diversity.csv",
         "logs/rand-001.stdout",
         "logs/rand-001.stderr",
     ]
@@ -220,7 +228,7 @@ def test_a_chunk_ships_back_only_its_three_count_matrices():
         "inputs/pam.lmm",
         "work/config/site_stats_tested.json",
         "work/config/species_stats_tested.json",
-        *chunk["outputs"][:3],
+        *chunk["outputs"][:4],
     ]
 
 

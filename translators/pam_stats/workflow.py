@@ -42,6 +42,8 @@ from translators.common.p_values import significance_file
 from translators.common.scripts import script_text
 from translators.makeflow import Category, Rule, render_makeflow
 from translators.pam_stats.schema import PARAMS_SCHEMA
+from translators.report import CATEGORY as REPORT
+from translators.report import REPORT_CATEGORY, Figure, figure_path, report_files, report_rule
 
 STAGE = "main"
 # A chunk rule pays one start-up (~1 s idle: Python, lmpy, the PAM and tree, and the observed
@@ -96,6 +98,28 @@ CATEGORIES = {
     "observed": Category(cores=1, memory=1024, disk=1024),
     "randomize": Category(cores=1, memory=1024, disk=2048),
     "p-values": Category(cores=1, memory=2048, disk=2048),
+    REPORT: REPORT_CATEGORY,
+}
+RANDOM_DIVERSITY = "outputs/random_diversity_stats.csv"
+# Site statistics as the report maps them: column -> what the colour scale shows, with units.
+SITE_LABELS = {
+    "alpha": "richness (species)",
+    "alpha proportional": "richness (share of all species)",
+    "phi": "range-size sum (sites)",
+    "phi average proportional": "mean range size (share of all sites)",
+}
+SITE_LABELS_WITH_TREE = {
+    "Phylogenetic Diversity": "phylogenetic diversity (branch length)",
+    "MNTD": "mean nearest taxon distance (branch length)",
+    "Mean Pairwise Distance": "mean pairwise distance (branch length)",
+    "Sum Pairwise Distance": "sum of pairwise distances (branch length)",
+    "pearson_correlation": "Pearson correlation (unitless)",
+}
+SPECIES_LABELS = {
+    "omega": "range size (sites)",
+    "omega_proportional": "range size (share of all sites)",
+    "psi": "range richness (species, summed over the range)",
+    "psi_average_proportional": "mean range richness (share of all species)",
 }
 
 
@@ -273,13 +297,15 @@ class PamStats(Workflow):
                 )
             seed_args = [] if params.get("seed") is None else ["--seed", str(params["seed"])]
             counts = {key: [] for key, _, _ in MATRICES}
+            diversity_parts = []
             first = 1
             for number, size in enumerate(chunks, start=1):
                 rules.append(_chunk_rule(number, first, size, pam, tree_args + seed_args, declared))
                 first += size
                 for key, _, _ in MATRICES:
                     counts[key].append(f"work/rand-{number:03d}/{key}.lmm")
-            files[P_VALUES_CONFIG], outputs = _p_values_config(params, counts)
+                diversity_parts.append(f"work/rand-{number:03d}/random_diversity.csv")
+            files[P_VALUES_CONFIG], outputs = _p_values_config(params, counts, diversity_parts)
             rules.append(
                 Rule(
                     "p-values",
@@ -288,11 +314,16 @@ class PamStats(Workflow):
                         P_VALUES_SCRIPT,
                         P_VALUES_CONFIG,
                         *(p for c in counts.values() for p in c),
+                        *diversity_parts,
                     ],
                     outputs=outputs,
                     category="p-values",
                 )
             )
+        figures = _figures(params, observed, tree is not None, bool(chunks), tested)
+        written = [o for rule in rules for o in rule.outputs if o.startswith("outputs/")]
+        rules.append(report_rule(figures, written))
+        files.update(report_files(self.title, self.name, params, inputs, figures, written))
 
         sources = [*(v for v in inputs.values()), *files]
         makeflow = render_makeflow(rules, CATEGORIES, "observed", sources=sources)
@@ -303,20 +334,24 @@ def _chunk_rule(
     number: int, first: int, size: int, pam: str, options: list[str], declared: list[str]
 ) -> Rule:
     """Randomized PAMs `first` to `first + size - 1`: their statistics and p-value counts in
-    one process (scripts/chunk_stats.py). Only the three count matrices leave the worker."""
+    one process (scripts/chunk_stats.py). Only the three count matrices and the randomized
+    PAMs' diversity values (a few numbers each, for the report) leave the worker."""
     folder = f"work/rand-{number:03d}"
     counts = [f"{folder}/{key}.lmm" for key, _, _ in MATRICES]
     tested = [TESTED_CONFIG[key] for key, _, _ in MATRICES if key in TESTED]
+    diversity = f"{folder}/random_diversity.csv"
     return Rule(
         f"rand-{number:03d}",
-        [PYTHON, CHUNK_SCRIPT, *options, str(first), str(size), pam, *tested, *counts],
+        [PYTHON, CHUNK_SCRIPT, *options, str(first), str(size), pam, *tested, *counts, diversity],
         inputs=[pam, *declared, CHUNK_SCRIPT, STATISTICS_SCRIPT, *TESTED_CONFIG.values()],
-        outputs=counts,
+        outputs=[*counts, diversity],
         category="randomize",
     )
 
 
-def _p_values_config(params: dict, counts: dict[str, list[str]]) -> tuple[str, list[str]]:
+def _p_values_config(
+    params: dict, counts: dict[str, list[str]], diversity_parts: list[str]
+) -> tuple[str, list[str]]:
     """scripts/p_values.py's configuration, and the files it writes."""
     matrices, outputs = [], []
     for key, _, _ in MATRICES:
@@ -338,8 +373,89 @@ def _p_values_config(params: dict, counts: dict[str, list[str]]) -> tuple[str, l
         "method": params["p_value_method"],
         "alpha": float(params["alpha"]),
         "matrices": matrices,
+        "random_diversity": {"parts": diversity_parts, "output": RANDOM_DIVERSITY},
     }
-    return canonical_json(config), outputs
+    return canonical_json(config), [*outputs, RANDOM_DIVERSITY]
+
+
+def _figures(
+    params: dict, observed: dict[str, str], tree: bool, tested_at_all: bool, tested: dict
+) -> list[Figure]:
+    """The report's figures: every site statistic mapped, the tested ones again masked to
+    their significant sites, each species statistic's histogram, and each diversity statistic
+    against its null distribution."""
+    labels = {**SITE_LABELS, **(SITE_LABELS_WITH_TREE if tree else {})}
+    site, species = observed["site_stats"], observed["species_stats"]
+    figures = [
+        Figure(
+            figure_path(f"site {name}"),
+            "pam.site_map",
+            f"Map of {name} ({label}) at each site of the {'matched ' if tree else ''}PAM, "
+            "as calculate_pam_stats computes it; white: no site.",
+            [site],
+            {"matrix": site, "statistic": name, "label": label, "title": f"{name} per site"},
+        )
+        for name, label in labels.items()
+    ]
+    if tested_at_all:
+        significance = significance_file(params, "_site_stats")
+        adjusted = params["p_value_method"] == "bonferroni"
+        method = {"fdr": "Benjamini-Hochberg FDR", "bonferroni": "Bonferroni", "raw": "no"}
+        for name in tested["site_stats"]:
+            figures.append(
+                Figure(
+                    figure_path(f"significant {name}"),
+                    "pam.site_map",
+                    f"{name} ({labels[name]}) at the sites where it is significantly higher "
+                    f"than under the null model (p <= {params['alpha']} with "
+                    f"{method[params['p_value_method']]} correction, "
+                    f"{params['randomizations']} randomizations); grey: not significant.",
+                    [site, significance],
+                    {
+                        "matrix": site,
+                        "statistic": name,
+                        "label": labels[name],
+                        "title": f"{name}, significant sites",
+                        "significance": significance,
+                        "adjusted": adjusted,
+                        "alpha": params["alpha"],
+                    },
+                )
+            )
+    for name, label in SPECIES_LABELS.items():
+        figures.append(
+            Figure(
+                figure_path(f"species {name}"),
+                "pam.species_histogram",
+                f"Histogram of {name} ({label}) over the species of the "
+                f"{'matched ' if tree else ''}PAM.",
+                [species],
+                {"matrix": species, "statistic": name, "label": label, "title": f"{name}"},
+            )
+        )
+    if tested_at_all:
+        for name in DIVERSITY:
+            figures.append(
+                Figure(
+                    figure_path(f"null {name}"),
+                    "pam.null_distribution",
+                    f"The PAM's {name} (dashed line) against its values on the "
+                    f"{params['randomizations']} randomized PAMs (histogram), which keep every "
+                    "site's and species' totals (Grady's algorithm).",
+                    [observed["diversity"], RANDOM_DIVERSITY],
+                    {
+                        "observed": observed["diversity"],
+                        "random": RANDOM_DIVERSITY,
+                        "statistic": name,
+                        "title": f"{name}: observed and null distribution",
+                    },
+                )
+            )
+    return figures
+
+
+# The diversity statistics calculate_pam_stats computes (scripts/pam_statistics.py).
+DIVERSITY = ["c-score", "lande", "legendre", "num sites", "num species", "whittaker"]
 
 
 # The worker scripts' text (translators/pam_stats/scripts/), written into the stage.

@@ -6,6 +6,7 @@ from translators.base import SCHEMA_DIALECT, Stage, Workflow
 from translators.common.args import number_arg
 from translators.common.chunks import groups
 from translators.makeflow import Category, Command, Rule, render_makeflow
+from translators.report import report_files, report_step
 
 STAGE = "main"
 OUTPUT = "outputs/selftest.txt"
@@ -125,11 +126,23 @@ class SelfTest(Workflow):
                     Rule(rule_id, ["cat", "--", *group], group, [target], "gather", stdout=target)
                 )
                 parts.append(target)
+        # The report (no figures: nothing here to draw) is the gather's second step, not a
+        # rule of its own: one more dispatch would add to every benchmark of scheduling.
+        report, report_inputs, report_outputs = report_step([], [])
         rules.append(
-            Rule("gather", ["cat", "--", *parts], parts, [OUTPUT], "gather", stdout=OUTPUT)
+            Rule(
+                "gather",
+                ["cat", "--", *parts],
+                [*parts, *report_inputs],
+                [OUTPUT, *report_outputs],
+                "gather",
+                stdout=OUTPUT,
+                then=[report],
+            )
         )
-        makeflow = render_makeflow(rules, CATEGORIES, "selftest", sources=[])
-        return Stage(STAGE, makeflow, {})
+        files = report_files(self.title, self.name, params, inputs, [], [OUTPUT])
+        makeflow = render_makeflow(rules, CATEGORIES, "selftest", sources=list(files))
+        return Stage(STAGE, makeflow, files)
 
 
 WORKFLOW = SelfTest()

@@ -2,6 +2,7 @@
 
 Usage: chunk_stats.py [--tree_filename TREE] [--seed SEED] FIRST COUNT PAM SITE_TESTED
                       SPECIES_TESTED DIVERSITY_OUT SITE_STATS_OUT SPECIES_STATS_OUT
+                      [RANDOM_DIVERSITY_CSV]
        chunk_stats.py --observed [--tree_filename TREE] PAM DIVERSITY_OUT SITE_STATS_OUT
                       SPECIES_STATS_OUT
 
@@ -13,7 +14,8 @@ With lmpy's own library calls, as its tools would run them one after another:
 - calculate_p_values' running count (PermutationTests.add_permutation): for each statistic, how
   many randomized values are greater than the observed one.
 Each *_OUT gets that count matrix, with the observed matrix's headers; p_values.py adds up the
-chunks.
+chunks. RANDOM_DIVERSITY_CSV, when given, gets every randomized PAM's diversity statistics (its
+number, then one column per statistic): the null distributions the report draws.
 
 With --seed, PAM number N is drawn right after numpy.random.seed([SEED, N]) (the legacy generator
 lmpy's randomization uses): the same seed gives the same randomized PAMs however the numbers are
@@ -25,6 +27,7 @@ ones seconds, and tests hold the two equal. With --observed, the three observed 
 written whole, as calculate_pam_stats writes them.
 """
 
+import csv
 import functools
 import importlib.util
 import json
@@ -78,14 +81,17 @@ def randomized(pam, number, seed=None):
     return grady_randomize(deepcopy(pam))
 
 
-def counts(pam, tree, site_wranglers, species_wranglers, numbers, seed=None):
+def counts(pam, tree, site_wranglers, species_wranglers, numbers, seed=None, diversity=None):
     """For the observed diversity, site and species statistics of `pam`: how many of the
-    randomized PAMs `numbers` exceed each value, as calculate_p_values counts them."""
+    randomized PAMs `numbers` exceed each value, as calculate_p_values counts them. Each
+    randomized PAM's (number, diversity values) is appended to the list `diversity` if given."""
     tree = prepared(tree)
     observed = statistics(pam, tree, site_wranglers, species_wranglers)
     tests = [PermutationTests(matrix) for matrix in observed]
     for number in numbers:
         random = statistics(randomized(pam, number, seed), tree, site_wranglers, species_wranglers)
+        if diversity is not None:
+            diversity.append((number, np.asarray(random[0], dtype=float).ravel()))
         for test, matrix in zip(tests, random, strict=True):
             test.add_permutation(matrix)
     return [
@@ -117,9 +123,10 @@ def main(args):
             sys.exit(__doc__)
         observed(args[0], tree_file, args[1:])
         return
-    if len(args) != 8:
+    if len(args) not in (8, 9):
         sys.exit(__doc__)
-    first, count, pam_file, site_tested, species_tested, *outputs = args
+    first, count, pam_file, site_tested, species_tested, *outputs = args[:8]
+    diversity = [] if len(args) == 9 else None
     first, count = int(first), int(count)
     tree = TreeWrapper.from_filename(tree_file) if tree_file else None
     matrices = counts(
@@ -129,9 +136,17 @@ def main(args):
         load_wranglers(species_tested),
         range(first, first + count),
         seed,
+        diversity,
     )
     for matrix, out in zip(matrices, outputs, strict=True):
         matrix.write(out)
+    if diversity is not None:
+        names = matrices[0].get_headers().get("1") or matrices[0].get_headers().get("0")
+        with open(args[8], "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["randomization", *names])
+            for number, values in diversity:
+                writer.writerow([number, *(repr(float(v)) for v in values)])
 
 
 if __name__ == "__main__":
