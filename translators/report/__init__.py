@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 
 from translators.base import canonical_json
 from translators.common.lmpy import PYTHON
@@ -22,12 +23,15 @@ FIGURES = "outputs/figures"
 CONFIG = "work/config/report/report.json"
 SCRIPTS = "work/config/report"
 # report.py loads the drawing module a figure's kind names ("pam.site_map" -> draw_pam.py).
-MODULES = ("report.py", "drawing.py", "draw_pam.py")
 CATEGORY = "report"
 # matplotlib with one job's tables loaded (measured: tests/translators/test_report.py).
 REPORT_CATEGORY = Category(cores=1, memory=1024, disk=1024)
 # The place the controller fills in (jobs/execution/report.py).
 JOB_MARK = "<!-- lmweb:job -->"
+
+
+def _script(name: str):
+    return resources.files(f"{__package__}.scripts").joinpath(name)
 
 
 def figure_path(name: str) -> str:
@@ -53,7 +57,7 @@ class Figure:
         if not self.path.startswith(FIGURES + "/"):
             raise ValueError(f"a figure belongs in {FIGURES}/: {self.path}")
         module, _, function = self.kind.partition(".")
-        if f"draw_{module}.py" not in MODULES or not function.isidentifier():
+        if not _script(f"draw_{module}.py").is_file() or not function.isidentifier():
             raise ValueError(f"unknown figure kind: {self.kind}")
 
     def render(self) -> dict:
