@@ -1,10 +1,11 @@
 """The operators' view: jobs, datasets and outputs, with cancel and requeue."""
 
 from django.contrib import admin, messages
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from . import ops, services
 from .execution.folder import GRAPH_MAX_RULES, JobFolder
@@ -12,6 +13,9 @@ from .models import Dataset, Job, JobInput, Output
 from .rules import read_stages, read_tasks
 
 RULES_SHOWN = 200
+# The report is the job's own page, made from user data: shown to operators in a sandbox where
+# no script runs and nothing but its inline images and style loads.
+REPORT_POLICY = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def _seconds(started, finished) -> str:
@@ -57,6 +61,7 @@ class JobAdmin(admin.ModelAdmin):
         "share",
         "rules",
         "graph",
+        "report",
         "pictures",
         "package",
     ]
@@ -95,7 +100,38 @@ class JobAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.graph_svg),
             name="jobs_job_graph",
         )
-        return [graph, *super().get_urls()]
+        report = path(
+            "<uuid:pk>/report.html",
+            self.admin_site.admin_view(xframe_options_sameorigin(self.report_html)),
+            name="jobs_job_report",
+        )
+        return [graph, report, *super().get_urls()]
+
+    def report_html(self, request, pk):
+        job = get_object_or_404(Job, pk=pk)
+        output = job.outputs.filter(role="report").first()
+        if output is None:
+            raise Http404("this job has no report")
+        source = JobFolder.of(job).output(output.path)
+        if not source.is_file():
+            raise Http404("the report is gone")
+        response = FileResponse(source.open("rb"), content_type="text/html; charset=utf-8")
+        response["Content-Security-Policy"] = REPORT_POLICY
+        return response
+
+    @admin.display(description="report")
+    def report(self, job: Job):
+        if not job.outputs.filter(role="report").exists():
+            return "-"
+        url = reverse("admin:jobs_job_report", args=[job.pk])
+        return format_html(
+            '<p><a href="{}" target="_blank" rel="noopener">open the report</a> '
+            "(also outputs/report.html in the package)</p>"
+            '<iframe src="{}" sandbox="" title="report" '
+            'style="width:100%;height:40em;border:1px solid #ccc"></iframe>',
+            url,
+            url,
+        )
 
     def graph_svg(self, request, pk, stage):
         job = get_object_or_404(Job, pk=pk)
@@ -159,8 +195,11 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="pictures")
     def pictures(self, job: Job):
-        images = job.outputs.filter(media_type__startswith="image/").exclude(
-            media_type="image/tiff"
+        # The report's figures are shown in the report.
+        images = (
+            job.outputs.filter(media_type__startswith="image/")
+            .exclude(media_type="image/tiff")
+            .exclude(role="figures")
         )
         if not images:
             return "-"

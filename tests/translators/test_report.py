@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_translators_pam_stats import demo_inputs, plan, run_stage, tool_path_env
+from test_translators_pam_stats import plan
 
 import translators
 from tests import synthetic
+from tests.support.stages import demo_inputs, run_stage, tool_path_env
 from translators.report import FIGURES, REPORT, Figure, figure_path, report_files, report_rule
 
 SCRIPTS = Path(translators.__file__).parent / "report" / "scripts"

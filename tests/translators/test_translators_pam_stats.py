@@ -1,6 +1,5 @@
 """pam-stats: matching, chunked randomizations, p-values, and the staged-path checks."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import pytest
 from support import rules_by_id, steps
 
 import translators
+from tests.support.stages import demo_inputs, run_stage, tool_path_env
 from translators import InvalidRequest
 from translators.common.chunks import tapering_sizes
 from translators.pam_stats import workflow as pam_stats
@@ -79,33 +79,6 @@ def test_randomizations_are_split_into_chunks_that_taper_off(total, sizes):
     assert first == total + 1
     assert stage.files[pam_stats.CHUNK_SCRIPT] == pam_stats.CHUNK_STATS
     assert stage.files[pam_stats.P_VALUES_SCRIPT] == pam_stats.P_VALUES
-
-
-def tool_path_env() -> dict:
-    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"}
-
-
-def demo_inputs(folder: Path, species: int = 12, side: int = 8, seed: int = 3) -> None:
-    """inputs/pam.lmm and inputs/tree.tre as the demo makes them."""
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    (folder / "inputs").mkdir(parents=True)
-    names = demo.make_pam(folder / "inputs" / "pam.lmm", species=species, side=side, seed=seed)
-    demo.make_tree(folder / "inputs" / "tree.tre", names, seed=seed)
-
-
-def run_stage(stage, folder: Path) -> None:
-    """Every rule's command, in order, in `folder` (which holds the staged inputs)."""
-    for name, text in stage.files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
-    for rule in stage.makeflow["rules"]:
-        done = subprocess.run(
-            ["/bin/sh", "-c", rule["command"]], cwd=folder, env=tool_path_env(), check=False
-        )
-        logs = sorted((folder / "logs").glob("*.stderr"))
-        assert done.returncode == 0, [p.read_text()[-1500:] for p in logs]
 
 
 def same_matrix(a: Path, b: Path) -> bool:

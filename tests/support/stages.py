@@ -1,0 +1,37 @@
+"""A stage run by hand: its files written, then each rule's command in order, as a worker would
+(no makeflow, no Work Queue): for tests of what the rules make."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tool_path_env() -> dict:
+    """The rules' environment: lmpy's tools and the virtualenv's python3 first on PATH."""
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+def demo_inputs(folder: Path, species: int = 12, side: int = 8, seed: int = 3) -> None:
+    """inputs/pam.lmm and inputs/tree.tre as the demo makes them."""
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    (folder / "inputs").mkdir(parents=True)
+    names = demo.make_pam(folder / "inputs" / "pam.lmm", species=species, side=side, seed=seed)
+    demo.make_tree(folder / "inputs" / "tree.tre", names, seed=seed)
+
+
+def run_stage(stage, folder: Path) -> None:
+    """Every rule's command, in order, in `folder` (which holds the staged inputs)."""
+    for name, text in stage.files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    for rule in stage.makeflow["rules"]:
+        done = subprocess.run(
+            ["/bin/sh", "-c", rule["command"]], cwd=folder, env=tool_path_env(), check=False
+        )
+        logs = sorted((folder / "logs").glob("*.stderr"))
+        assert done.returncode == 0, [p.read_text()[-1500:] for p in logs]
