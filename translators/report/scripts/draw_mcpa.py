@@ -74,6 +74,14 @@ def heatmap(args, path):
     title, symmetric (scale from -m to m, m the largest absolute value: signed values);
     optionally tree (the encoded tree .lmm: rows labelled with their clade's species count),
     significance, adjusted, alpha (as significant_cells reads them)."""
+    figure, _axes, _rows, note = heatmap_figure(args)
+    _drawing().save(figure, path)
+    return note
+
+
+def heatmap_figure(args):
+    """(figure, axes, the matrix rows drawn from top to bottom, note) of `heatmap`: cell (row
+    i, column j) of the drawing is centred on the axes' point (j, i)."""
     drawing = _drawing()
     plt = drawing.plt
     values, headers = drawing.read_lmm(args["matrix"])
@@ -119,6 +127,7 @@ def heatmap(args, path):
         # A round dot a third of the smaller side of a cell, whatever the figure's shape: its
         # size is in points, known once the layout is done.
         figure.canvas.draw()
+        axes.autoscale(False)  # the dots must not widen the axes beyond the cells
         box = axes.get_window_extent()
         side = min(box.width / len(predictors), box.height / len(rows)) * 72 / figure.dpi
         axes.scatter(
@@ -129,7 +138,6 @@ def heatmap(args, path):
             edgecolors="black",
             linewidths=0.8,
         )
-    drawing.save(figure, path)
     fitted = np.isfinite(values).any(axis=1)
     note = f"{int(fitted.sum()):,} of {len(nodes):,} nodes fitted ({len(predictors)} columns)."
     if len(rows) < len(nodes):
@@ -139,11 +147,11 @@ def heatmap(args, path):
         )
     if significant is not None:
         note += f" {int(significant.sum()):,} of {significant.size:,} cells significant."
-    if len(finite):
+    if np.isfinite(values).any():
         all_finite = np.where(np.isfinite(values), values, -np.inf)
         node, column = np.unravel_index(int(np.argmax(all_finite)), values.shape)
         note += (
             f" Highest: {drawing.number(values[node, column])} at node {nodes[node]}, "
             f"{predictors[column]}."
         )
-    return note
+    return figure, axes, rows, note
