@@ -55,6 +55,7 @@ RULE_ORDER = [
     "match-pam",
     "match-tree",
     "mcpa-observed",
+    "report",
 ]
 
 
@@ -182,7 +183,15 @@ def test_a_shapefile_input_is_read_inside_its_zip_and_the_grid_travels_with_its_
 def test_zero_permutations_compute_the_observed_values_only():
     stage = plan(permutations=0)
     assert list(rules_by_id(stage)) == RULE_ORDER
-    assert set(stage.files) == {mcpa.MATCH_PAM_CONFIG, mcpa.MATCH_TREE_CONFIG, mcpa.STEPS}
+    assert set(stage.files) == {
+        mcpa.MATCH_PAM_CONFIG,
+        mcpa.MATCH_TREE_CONFIG,
+        mcpa.STEPS,
+        "work/config/report/report.json",
+        "work/config/report/report.py",
+        "work/config/report/drawing.py",
+        "work/config/report/draw_mcpa.py",
+    }
 
 
 def test_the_grid_parameters_reach_build_grid_and_the_alignment_as_plain_decimals():

@@ -34,7 +34,8 @@
 # - Costs on the 2-core build box, shared (load 3.5-4.7): tool start-up 1-2 s; build_grid 4 s for
 #   the example's 14,476 cells (7-13 s for the global 54,000); encoding the ecoregions raster
 #   15 s, the three hypotheses 17-22 s (30 s and 18-48 s on the global grid); per randomization
-#   ~0.5 s randomize_pam and ~0.6 s MCPA (1.2 s with two rasters).
+#   ~0.5 s randomize_pam and ~0.6 s MCPA (1.2 s with two rasters). The report rule (one heatmap
+#   of 44 nodes x 6 columns) 1.0 s CPU, 92 MB peak (tests/translators/test_report_mcpa.py).
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ from translators.common.p_values import p_values_command, significance_file
 from translators.common.scripts import script_text
 from translators.makeflow import Category, Rule, render_makeflow
 from translators.mcpa.schema import MAX_GRID_CELLS, PARAMS_SCHEMA
+from translators.report import CATEGORY as REPORT
+from translators.report import REPORT_CATEGORY, Figure, figure_path, report_files, report_rule
 
 STAGE = "main"
 # A chunk rule pays two start-ups (randomize_pam, the MCPA script: ~3 s) against 1-2 s per
@@ -85,6 +88,7 @@ CATEGORIES = {
     "observed": Category(cores=1, memory=2048, disk=1024),
     "randomize": Category(cores=1, memory=2048, disk=2048),
     "p-values": Category(cores=1, memory=2048, disk=2048),
+    REPORT: REPORT_CATEGORY,
 }
 
 
@@ -325,6 +329,10 @@ class Mcpa(Workflow):
             stacks.append(f"work/rand-{number:03d}/f_values.lmm")
         if chunks:
             rules.append(_p_values_rule(stacks, params))
+        figures = _figures(params, tested=bool(chunks))
+        written = [o for rule in rules for o in rule.outputs if o.startswith("outputs/")]
+        rules.append(report_rule(figures, written))
+        files.update(report_files(self.title, self.name, params, inputs, figures, written))
         sources = [pam, tree, *rasters, hypotheses, *files]
         makeflow = render_makeflow(rules, CATEGORIES, "prepare", sources=sources)
         return Stage(STAGE, makeflow, files)
@@ -367,6 +375,43 @@ def _p_values_rule(stacks: list[str], params: dict) -> Rule:
         outputs=[P_VALUES, significance, *csv_names(P_VALUES, significance)],
         category="p-values",
     )
+
+
+def _figures(params: dict, tested: bool) -> list[Figure]:
+    """The report's figure: the observed values as a node by predictor heatmap, the cells whose
+    F-value tests significant marked when there are permutations."""
+    caption = (
+        "Observed MCPA values of each tree node (clade) of the matched tree for each predictor: "
+        "semi-partial correlations of the environment and biogeography columns and the adjusted "
+        "R-squared of each group (Leibold, Economo and Peres-Neto 2010). A semi-partial "
+        "correlation's sign follows the sign encode_tree_mcpa drew for the node's two sides "
+        "(unseeded): read its size. Grey: the node's sites leave a predictor constant or "
+        "collinear (not fitted)."
+    )
+    args = {
+        "matrix": OBSERVED,
+        "tree": TREE_MATRIX,
+        "label": "semi-partial correlation\nor adjusted R-squared (unitless)",
+        "title": "MCPA observed values by clade and predictor",
+        "symmetric": True,
+    }
+    inputs = [OBSERVED, TREE_MATRIX]
+    if tested:
+        significance = significance_file(params)
+        method = {"fdr": "Benjamini-Hochberg FDR", "bonferroni": "Bonferroni", "raw": "no"}
+        caption += (
+            " Dots: cells whose pseudo-F is significantly higher than on "
+            f"{params['permutations']} randomized PAMs (p, the share of random F-values "
+            f"strictly greater, <= {params['alpha']} with {method[params['p_value_method']]} "
+            "correction)."
+        )
+        args |= {
+            "significance": significance,
+            "adjusted": params["p_value_method"] == "bonferroni",
+            "alpha": params["alpha"],
+        }
+        inputs.append(significance)
+    return [Figure(figure_path("mcpa observed"), "mcpa.heatmap", caption, inputs, args)]
 
 
 # The worker script's text (translators/mcpa/scripts/mcpa_steps.py), written into the stage.
