@@ -310,3 +310,53 @@ def test_a_sample_is_bounded_seeded_and_carried_on_uniformly():
     # Each item is drawn 2000 * 10 / 200 = 100 times on average.
     assert counts[:100].sum() == pytest.approx(counts[100:].sum(), rel=0.1)
     assert counts.min() > 55 and counts.max() < 150
+
+
+def test_the_split_records_each_drop_under_its_step_and_the_name_it_had(tmp_path):
+    """The odd-names DwCA through a name map that drops the unmapped: what the split drops,
+    and where, is what the accepted names wrangler and the missing name and longitude cost."""
+    from translators.occurrence_cleaning.workflow import HELPER_SCRIPT
+
+    (tmp_path / "occ.zip").write_bytes(synthetic.odd_names_dwca())
+    (tmp_path / "map.json").write_bytes(synthetic.lmpy_name_map(synthetic.ODD_NAMES_MAP, "json"))
+    (tmp_path / "helper.py").write_text(HELPER_SCRIPT)
+    config = {
+        "sources": [{"path": "occ.zip", "format": "dwca"}],
+        "wranglers": [
+            {
+                "wrangler_type": "AcceptedNameOccurrenceWrangler",
+                "name_map": "map.json",
+                "keep_unmapped": False,
+            }
+        ],
+        "out_dir": "split",
+        "manifest": "split.json",
+        "max_species": 100,
+        "dropped": {"path": "dropped.json", "limit": 100, "seed": 1},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "helper.py", "split", "config.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    dropped = json.loads((tmp_path / "dropped.json").read_text())
+    assert dropped["steps"] == {"name": 1, "record-0": 4, "coordinates": 1}
+    assert dropped["species"] == {
+        "": 1,
+        "Acer rubrum": 2,  # "ACER RUBRUM" unmapped, and a mapped record without a longitude
+        "Acer \u00d7freemanii": 1,
+        "Acer platanoides": 2,
+    }
+    assert dropped["mappable"] == 5  # the record without a longitude cannot be placed
+    assert sorted((s, x, y) for s, _, x, y in dropped["sample"]) == [
+        ("name", -90.5, 45.25),
+        ("record-0", -88.5, 43.25),
+        ("record-0", -87.5, 42.25),
+        ("record-0", -85.5, 40.25),
+        ("record-0", -82.5, 37.25),
+    ]

@@ -888,3 +888,28 @@ def test_a_name_service_that_does_not_answer_fails_the_rule_naming_it(tmp_path):
     assert result.returncode == 1
     assert f"the name service at http://127.0.0.1:{port}/v1 did not answer" in result.stderr
     assert not (tmp_path / "resolved.json").exists()
+
+
+def test_the_report_maps_in_the_converted_system_and_leaves_earlier_drops_off():
+    wranglers = [
+        {"type": "bounding_box", "min_x": -130, "min_y": 20, "max_x": -60, "max_y": 55},
+        {"type": "unique_localities"},
+        {"type": "coordinate_conversion", "source_epsg": 4326, "target_epsg": 5070},
+        {"type": "decimal_precision", "decimal_places": 0},
+    ]
+    stage = plan(
+        {"occurrences": [CSV]}, ["split"], {"split": split_products("A")}, wranglers=wranglers
+    )
+    config = json.loads(stage.files["work/config/report/report.json"])
+    (args,) = [f["args"] for f in config["figures"] if f["kind"] == "occurrences.points_map"]
+    assert [s["key"] for s in args["steps"]] == [
+        "name",
+        "record-0",
+        "record-1",
+        "record-2",
+        "coordinates",
+        "species-0",
+    ]
+    assert args["steps"][5]["label"] == "unique_localities (wranglers[1])"
+    assert args["epsg"] == 5070
+    assert args["other_crs"] == ["name", "record-0", "record-1"]

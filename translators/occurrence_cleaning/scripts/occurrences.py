@@ -95,17 +95,19 @@ class Dropped:
         if count == 1 and math.isfinite(x) and math.isfinite(y):
             self.sample.add([step, species, x, y])
 
-    def removed(self, step, before, after):
-        """The points of `before` that a wrangler did not pass on in `after`."""
+    def removed(self, step, before, after, seen):
+        """The points of `before` that a wrangler did not pass on in `after`; `seen` holds
+        each one's (name, x, y) before the wrangler (lmpy's accepted-name wrangler sets an
+        unmapped record's name to None before it drops it)."""
         passed = {id(point) for point in after}
-        gone = [point for point in before if id(point) not in passed]
+        gone = [seen[i] for i, point in enumerate(before) if id(point) not in passed]
         if len(gone) != len(before) - len(after):
             # A wrangler that copies points (the coordinate converter) cannot be diffed: its
             # drops are counted, not placed.
-            self.add(step, before[0].species_name, count=len(before) - len(after))
+            self.add(step, seen[0][0], count=len(before) - len(after))
             return
-        for point in gone:
-            self.add(step, point.species_name, point.x, point.y)
+        for name, x, y in gone:
+            self.add(step, name, x, y)
 
     def saved(self):
         return {
@@ -363,9 +365,11 @@ def split(config_path):
                     for index, wrangler in enumerate(wranglers):
                         if points:
                             before = points
+                            if dropped is not None:
+                                seen = [(p.species_name, p.x, p.y) for p in points]
                             points = wrangler.wrangle_points(points)
                             if dropped is not None and len(points) < len(before):
-                                dropped.removed(f"record-{index}", before, points)
+                                dropped.removed(f"record-{index}", before, points, seen)
                     # Wranglers change species_name, x and y, but lmpy writes the attributes.
                     for point in points:
                         point.attributes.update(
