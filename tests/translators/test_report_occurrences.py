@@ -163,6 +163,8 @@ def test_the_bars_lengths_are_the_counts(job, monkeypatch):
     kept, dropped = bars[:5], bars[5:10]
     assert [b.get_width() for b in kept] == [56, 51, 51, 43, 40]
     assert [b.get_width() for b in dropped] == [1, 5, 0, 8, 3]
+    labels = [t.get_text() for t in axes.texts]
+    assert labels == ["1 dropped", "5 dropped", "", "8 dropped", "3 dropped"]
     image = np.asarray(Image.open(folder / figure_path("records per step")).convert("RGB"), int)
     kept_colour, dropped_colour = (np.array(c[:3]) * 255 for c in draw.colours())
     # Off the hatch lines: a row of the bar between them.

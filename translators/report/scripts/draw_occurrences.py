@@ -51,7 +51,7 @@ def _bars(axes, labels, kept, dropped):
     kept_colour, dropped_colour = colours()
     rows = np.arange(len(labels))
     axes.barh(rows, kept, color=kept_colour, edgecolor="black", label="kept")
-    axes.barh(
+    bars = axes.barh(
         rows,
         dropped,
         left=kept,
@@ -60,6 +60,10 @@ def _bars(axes, labels, kept, dropped):
         hatch="//",
         label="dropped",
     )
+    # Each bar ends with what was dropped, as a number (room made for it on the right).
+    axes.bar_label(bars, [f"{d:,} dropped" if d else "" for d in dropped], padding=3, fontsize=8)
+    widest = max([k + d for k, d in zip(kept, dropped, strict=True)] or [1])
+    axes.set_xlim(0, max(widest, 1) * 1.18)
     axes.set_yticks(rows, labels)
     axes.invert_yaxis()
     axes.set_xlabel("records (count)")
