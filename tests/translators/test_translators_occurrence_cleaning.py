@@ -71,8 +71,11 @@ def plan(staged, done=(), produced=None, **params):
     return WORKFLOW.plan(request(staged, **params), staged, list(done), produced)
 
 
-def split_products(*slugs):
-    return sorted([*SPLIT_LOGS, "work/split.json", *(f"work/split/{s}.csv" for s in slugs)])
+def split_products(*slugs, dropped=True):
+    """What a split stage leaves: its logs, manifest, species files and (since the report)
+    the records it dropped."""
+    made = [*SPLIT_LOGS, "work/split.json", *(f"work/split/{s}.csv" for s in slugs)]
+    return sorted([*made, *(["work/split_dropped.json"] if dropped else [])])
 
 
 EXAMPLE_STAGED = {"occurrences": [CSV, DWCA], "name_map": NAME_MAP}
@@ -193,7 +196,14 @@ def test_the_clean_stage_has_a_rule_per_species_and_a_gather():
     slugs = ["Acer_rubrum", "Heuchera_a_b", "Heuchera_a_b-2", "species"]
     stage = plan({"occurrences": [CSV]}, ["split"], {"split": split_products(*slugs)})
     rules = rules_by_id(stage)
-    assert list(rules) == ["clean-00001", "clean-00002", "clean-00003", "clean-00004", "gather"]
+    assert list(rules) == [
+        "clean-00001",
+        "clean-00002",
+        "clean-00003",
+        "clean-00004",
+        "gather",
+        "report",
+    ]
     wrangle, ensure = steps(rules["clean-00003"])[:2]
     assert wrangle == [
         "wrangle_occurrences",
@@ -231,6 +241,21 @@ def test_the_clean_stage_has_a_rule_per_species_and_a_gather():
     config = json.loads(stage.files["work/config/gather.json"])
     assert [entry["slug"] for entry in config["species"]] == slugs
     assert {f"outputs/species/{s}.csv" for s in slugs} <= set(gather["inputs"])
+    # The report's counts replay the species wranglers on the split files.
+    assert {f"work/split/{s}.csv" for s in slugs} | {"work/split_dropped.json"} <= set(
+        gather["inputs"]
+    )
+    assert gather["outputs"][5] == "work/report_points.json"
+    report = rules["report"]
+    assert not any(str(i).startswith(("outputs/species/", "work/split")) for i in report["inputs"])
+
+
+def test_a_split_from_before_the_report_plans_a_gather_without_its_drops():
+    produced = {"split": split_products("Acer_rubrum", dropped=False)}
+    stage = plan({"occurrences": [CSV]}, ["split"], produced)
+    check_closed_dag(stage, produced["split"])
+    config = json.loads(stage.files["work/config/gather.json"])
+    assert config["report_points"]["split_dropped"] is None
 
 
 @pytest.mark.parametrize(("species", "rules"), [(1, 1), (1000, 1000), (1001, 501), (2500, 834)])
@@ -831,7 +856,7 @@ def test_the_clean_stage_is_planned_after_a_split_that_resolved_names():
     params = WORKFLOW.with_defaults({"wranglers": _resolving(api_url="http://names.example/v1")})
     produced = {"split": [*split_products("Acer_rubrum"), "work/names.json", RESOLVED_NAMES]}
     stage = WORKFLOW.next_stage(params, staged, ["split"], produced)
-    assert [rule["category"] for rule in stage.makeflow["rules"]] == ["clean", "gather"]
+    assert [rule["category"] for rule in stage.makeflow["rules"]] == ["clean", "gather", "report"]
 
 
 def test_a_name_service_that_does_not_answer_fails_the_rule_naming_it(tmp_path):
@@ -863,3 +888,28 @@ def test_a_name_service_that_does_not_answer_fails_the_rule_naming_it(tmp_path):
     assert result.returncode == 1
     assert f"the name service at http://127.0.0.1:{port}/v1 did not answer" in result.stderr
     assert not (tmp_path / "resolved.json").exists()
+
+
+def test_the_report_maps_in_the_converted_system_and_leaves_earlier_drops_off():
+    wranglers = [
+        {"type": "bounding_box", "min_x": -130, "min_y": 20, "max_x": -60, "max_y": 55},
+        {"type": "unique_localities"},
+        {"type": "coordinate_conversion", "source_epsg": 4326, "target_epsg": 5070},
+        {"type": "decimal_precision", "decimal_places": 0},
+    ]
+    stage = plan(
+        {"occurrences": [CSV]}, ["split"], {"split": split_products("A")}, wranglers=wranglers
+    )
+    config = json.loads(stage.files["work/config/report/report.json"])
+    (args,) = [f["args"] for f in config["figures"] if f["kind"] == "occurrences.points_map"]
+    assert [s["key"] for s in args["steps"]] == [
+        "name",
+        "record-0",
+        "record-1",
+        "record-2",
+        "coordinates",
+        "species-0",
+    ]
+    assert args["steps"][5]["label"] == "unique_localities (wranglers[1])"
+    assert args["epsg"] == 5070
+    assert args["other_crs"] == ["name", "record-0", "record-1"]

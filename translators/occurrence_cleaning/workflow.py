@@ -49,6 +49,8 @@ from translators.occurrence_cleaning.schema import (
     SPLIT,
     WRANGLERS,
 )
+from translators.report import CATEGORY as REPORT_RULE
+from translators.report import REPORT_CATEGORY, Figure, figure_path, report_files, report_rule
 
 CONFIG = "work/config"
 HELPER = f"{CONFIG}/occurrences.py"
@@ -69,6 +71,16 @@ RESOLVE_CONFIG = f"{CONFIG}/resolve.json"
 NAMES = "work/names.json"
 RESOLVED_NAMES = "outputs/resolved_names.json"
 RESOLVE = "resolve"
+# For the report: the records the split dropped (counts, and a sample with coordinates), and
+# what the report draws (written by the gather).
+SPLIT_DROPPED = "work/split_dropped.json"
+REPORT_POINTS = "work/report_points.json"
+# At most this many kept and this many dropped records are mapped: a seeded random sample,
+# the same on a rerun. 200,000 markers draw in a few seconds.
+SAMPLE_LIMIT = 100_000
+SAMPLE_SEED = 16
+# The species the report's bar chart shows (those with the most records).
+SPECIES_SHOWN = 40
 
 # The name service: at most this many names a job (one request each), a pause between them
 # (lmpy's resolve_names_gbif waits 0.5 s), a timeout and attempts per request.
@@ -93,6 +105,7 @@ CATEGORIES = {
     # The one kind of rule that reaches the network: it reads a list of names (JSON written by
     # the names rule) and the name map, and asks the name service; it parses no upload.
     RESOLVE: Category(cores=1, memory=512, disk=512, network=True),
+    REPORT_RULE: REPORT_CATEGORY,
 }
 
 
@@ -156,7 +169,9 @@ class OccurrenceCleaning(Workflow):
         "outputs/species_list.txt (species with records left), outputs/cleaning_report.json "
         "(records per input and per record wrangler), outputs/point_heatmap.png and, with "
         "name_resolver gbif, outputs/resolved_names.json (the name map with GBIF's answers, "
-        f"in lmpy's JSON form). At most "
+        f"in lmpy's JSON form), and outputs/report.html with its figures in outputs/figures/ "
+        "(records kept and dropped per cleaning step and per species, a map of the kept "
+        "and dropped records). At most "
         f"{MAX_SPECIES:,} species per job."
     )
     params_schema = PARAMS_SCHEMA
@@ -252,7 +267,7 @@ class OccurrenceCleaning(Workflow):
         if CLEAN not in done:
             if SPLIT not in produced:
                 raise ValueError("the clean stage is planned from the split stage's files")
-            return self._clean_stage(params, produced[SPLIT])
+            return self._clean_stage(params, inputs, produced[SPLIT])
         return None
 
     def _split_stage(self, params: dict, inputs: dict) -> Stage:
@@ -299,6 +314,7 @@ class OccurrenceCleaning(Workflow):
                 "out_dir": SPLIT_DIR,
                 "manifest": SPLIT_MANIFEST,
                 "max_species": MAX_SPECIES,
+                "dropped": {"path": SPLIT_DROPPED, "limit": SAMPLE_LIMIT, "seed": SAMPLE_SEED},
             }
         )
         resolved = [RESOLVED_NAMES] if resolver is not None else []
@@ -308,7 +324,7 @@ class OccurrenceCleaning(Workflow):
                 [PYTHON, HELPER, "split", SPLIT_CONFIG],
                 inputs=[HELPER, SPLIT_CONFIG, *staged, *resolved],
                 # A folder output: the species are known only once it is written.
-                outputs=[SPLIT_DIR, SPLIT_MANIFEST],
+                outputs=[SPLIT_DIR, SPLIT_MANIFEST, SPLIT_DROPPED],
                 category=SPLIT,
             )
         )
@@ -362,7 +378,7 @@ class OccurrenceCleaning(Workflow):
             ),
         ]
 
-    def _clean_stage(self, params: dict, split_files: list[str]) -> Stage:
+    def _clean_stage(self, params: dict, inputs: dict, split_files: list[str]) -> Stage:
         slugs = species_files(split_files)
         species_wranglers = [w for w in params["wranglers"] if WRANGLERS[w["type"]][0] == CLEAN]
         files = {
@@ -406,12 +422,17 @@ class OccurrenceCleaning(Workflow):
                     category=CLEAN,
                 )
             )
+        # A split from before the report (no SPLIT_DROPPED) leaves its drops off the map.
+        split_dropped = SPLIT_DROPPED if SPLIT_DROPPED in split_files else None
+        split_csvs = [f"{SPLIT_DIR}/{slug}.csv" for slug in slugs]
         files[GATHER_CONFIG] = canonical_json(
             {
                 "split_manifest": SPLIT_MANIFEST,
                 "species": [
-                    {"slug": slug, "csv": csv, "report": report}
-                    for slug, csv, report in zip(slugs, cleaned, reports, strict=True)
+                    {"slug": slug, "csv": csv, "report": report, "split": split}
+                    for slug, csv, report, split in zip(
+                        slugs, cleaned, reports, split_csvs, strict=True
+                    )
                 ],
                 "species_wranglers": species_wranglers,
                 "manifest": MANIFEST,
@@ -422,6 +443,12 @@ class OccurrenceCleaning(Workflow):
                     "image": HEATMAP,
                     "cells": params["heatmap_cells"],
                 },
+                "report_points": {
+                    "path": REPORT_POINTS,
+                    "split_dropped": split_dropped,
+                    "limit": SAMPLE_LIMIT,
+                    "seed": SAMPLE_SEED,
+                },
             }
         )
         rules.append(
@@ -429,12 +456,36 @@ class OccurrenceCleaning(Workflow):
                 "gather",
                 [PYTHON, HELPER, "gather", GATHER_CONFIG],
                 then=[["create_point_heatmap", "--config_file", HEATMAP_CONFIG]],
-                inputs=[HELPER, GATHER_CONFIG, SPLIT_MANIFEST, *cleaned, *reports],
-                outputs=[MANIFEST, SPECIES_LIST, REPORT, HEATMAP_CONFIG, HEATMAP],
+                # The split files too: the report's counts per species wrangler replay them
+                # (lmpy's wrangle_occurrences reports none), which doubles what the gather reads.
+                inputs=[
+                    HELPER,
+                    GATHER_CONFIG,
+                    SPLIT_MANIFEST,
+                    *cleaned,
+                    *reports,
+                    *split_csvs,
+                    *([split_dropped] if split_dropped else []),
+                ],
+                outputs=[MANIFEST, SPECIES_LIST, REPORT, HEATMAP_CONFIG, HEATMAP, REPORT_POINTS],
                 category="gather",
             )
         )
-        categories = {key: CATEGORIES[key] for key in (CLEAN, "gather")}
+        figures = _figures(params)
+        delivered = [MANIFEST, SPECIES_LIST, REPORT, HEATMAP]
+        if RESOLVED_NAMES in split_files:
+            delivered.append(RESOLVED_NAMES)
+        listed = (
+            [*delivered, *cleaned]
+            if len(cleaned) <= 50
+            else [
+                *delivered,
+                f"{SPECIES_DIR}/ ({len(cleaned):,} files, one per species: see species.json)",
+            ]
+        )
+        rules.append(report_rule(figures, delivered))
+        files.update(report_files(self.title, self.name, params, inputs, figures, listed))
+        categories = {key: CATEGORIES[key] for key in (CLEAN, "gather", REPORT_RULE)}
         sources = [*split_files, *files]
         makeflow = render_makeflow(rules, categories, CLEAN, sources=sources)
         return Stage(CLEAN, makeflow, files)
@@ -446,7 +497,9 @@ def species_files(split_files: list[str]) -> list[str]:
         raise ValueError(f"the split stage made no {SPLIT_MANIFEST}")
     slugs = []
     for path in split_files:
-        if path in (SPLIT_MANIFEST, NAMES, RESOLVED_NAMES) or path.startswith("logs/"):
+        if path in (SPLIT_MANIFEST, SPLIT_DROPPED, NAMES, RESOLVED_NAMES) or path.startswith(
+            "logs/"
+        ):
             continue
         folder, _, name = path.rpartition("/")
         stem = name.removesuffix(".csv")
@@ -460,6 +513,69 @@ def species_files(split_files: list[str]) -> list[str]:
     if len({slug.lower() for slug in slugs}) != len(slugs):
         raise ValueError("species file names differ only in case")
     return sorted(slugs)
+
+
+def _steps(params: dict) -> tuple[list[dict], int | None, list[str]]:
+    """The steps that drop records, in the order they run, with the labels the report shows;
+    the coordinate system of the records mapped (the last conversion's target, else None);
+    and the steps whose drops are in another coordinate system (before that conversion)."""
+    steps = [{"key": "name", "label": "no species name"}]
+    record, species, epsg, before = 0, 0, None, []
+    for number, wrangler in enumerate(params["wranglers"]):
+        label = f"{wrangler['type']} (wranglers[{number}])"
+        if WRANGLERS[wrangler["type"]][0] == SPLIT:
+            steps.append({"key": f"record-{record}", "label": label})
+            if wrangler["type"] == "coordinate_conversion":
+                epsg, before = wrangler["target_epsg"], [s["key"] for s in steps]
+            record += 1
+    steps.append({"key": "coordinates", "label": "no finite coordinates"})
+    for number, wrangler in enumerate(params["wranglers"]):
+        if WRANGLERS[wrangler["type"]][0] == CLEAN:
+            label = f"{wrangler['type']} (wranglers[{number}])"
+            steps.append({"key": f"species-{species}", "label": label})
+            species += 1
+    return steps, epsg, before
+
+
+def _figures(params: dict) -> list[Figure]:
+    """The report's figures: records kept and dropped per step and per species, and a map of
+    the kept against the dropped records."""
+    steps, epsg, before = _steps(params)
+    sample = (
+        f"at most {SAMPLE_LIMIT:,} kept and {SAMPLE_LIMIT:,} dropped records are drawn "
+        f"(a seeded random sample when there are more)"
+    )
+    common = {"points": REPORT_POINTS, "steps": steps}
+    return [
+        Figure(
+            figure_path("records per step"),
+            "occurrences.steps",
+            "Records each cleaning step received, split into those it passed on (kept) and "
+            "those it dropped, in the order the steps run: records without a species name, "
+            "the record wranglers while splitting by species, records without finite "
+            "coordinates, then the species wranglers on each species (lmpy reports no count "
+            "per species wrangler: they are replayed on the split files).",
+            [REPORT_POINTS],
+            common,
+        ),
+        Figure(
+            figure_path("records per species"),
+            "occurrences.species",
+            f"Records kept and dropped per species, for the {SPECIES_SHOWN} species with the "
+            "most records (kept + dropped); a record is counted under its name when it was "
+            "dropped (a record dropped for an unmapped name under the name it had).",
+            [REPORT_POINTS],
+            {**common, "shown": SPECIES_SHOWN},
+        ),
+        Figure(
+            figure_path("kept and dropped records"),
+            "occurrences.points_map",
+            "Map of the records kept (circles) and dropped (crosses) by cleaning, kept drawn "
+            f"over dropped (a repeated locality dropped lies under its kept twin); {sample}.",
+            [REPORT_POINTS],
+            {**common, "epsg": epsg, "other_crs": before},
+        ),
+    ]
 
 
 # Runs on the workers (python3 with lmpy): the split, a header for emptied species files, and

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import random
 import re
 import shutil
 import sys
@@ -59,6 +60,62 @@ class SpeciesFiles:
             stats[0] += 1
             stats[1], stats[2] = min(stats[1], point.x), min(stats[2], point.y)
             stats[3], stats[4] = max(stats[3], point.x), max(stats[4], point.y)
+
+
+class Reservoir:
+    """A seeded uniform sample of at most `limit` items of a stream (Algorithm R); carried on
+    from a saved sample and its `seen` count, it stays a uniform sample of the whole stream."""
+
+    def __init__(self, limit, seed, items=(), seen=0):
+        self.limit, self.rng = limit, random.Random(seed)  # noqa: S311 (a sample, no secret)
+        self.items, self.seen = list(items), seen
+
+    def add(self, item):
+        self.seen += 1
+        if len(self.items) < self.limit:
+            self.items.append(item)
+        else:
+            slot = self.rng.randrange(self.seen)
+            if slot < self.limit:
+                self.items[slot] = item
+
+
+class Dropped:
+    """Records dropped, counted exactly per step (a wrangler, or a missing name or coordinates)
+    and per species; those with finite coordinates sampled for the report's map."""
+
+    def __init__(self, limit, seed, saved=None):
+        saved = saved or {}
+        self.steps, self.species = dict(saved.get("steps", {})), dict(saved.get("species", {}))
+        self.sample = Reservoir(limit, seed, saved.get("sample", ()), saved.get("mappable", 0))
+
+    def add(self, step, species, x=math.nan, y=math.nan, count=1):
+        self.steps[step] = self.steps.get(step, 0) + count
+        self.species[species] = self.species.get(species, 0) + count
+        if count == 1 and math.isfinite(x) and math.isfinite(y):
+            self.sample.add([step, species, x, y])
+
+    def removed(self, step, before, after, seen):
+        """The points of `before` that a wrangler did not pass on in `after`; `seen` holds
+        each one's (name, x, y) before the wrangler (lmpy's accepted-name wrangler sets an
+        unmapped record's name to None before it drops it)."""
+        passed = {id(point) for point in after}
+        gone = [seen[i] for i, point in enumerate(before) if id(point) not in passed]
+        if len(gone) != len(before) - len(after):
+            # A wrangler that copies points (the coordinate converter) cannot be diffed: its
+            # drops are counted, not placed.
+            self.add(step, seen[0][0], count=len(before) - len(after))
+            return
+        for name, x, y in gone:
+            self.add(step, name, x, y)
+
+    def saved(self):
+        return {
+            "steps": self.steps,
+            "species": self.species,
+            "mappable": self.sample.seen,
+            "sample": self.sample.items,
+        }
 
 
 # What lmpy's AcceptedNameWrangler.write_map_to_file writes: a header line in its CSV form,
@@ -282,6 +339,9 @@ def split(config_path):
     os.makedirs(out_dir)
     files = SpeciesFiles(out_dir, config["max_species"])
     wranglers = build_wranglers(config["wranglers"])
+    # The records dropped, for the report (older split configurations have no "dropped").
+    keep = config.get("dropped")
+    dropped = Dropped(keep["limit"], keep["seed"]) if keep else None
     sources = []
     with Splitter(get_writer_key_from_fields_func("species_name"), files.filename) as splitter:
         for source in config["sources"]:
@@ -297,10 +357,19 @@ def split(config_path):
                         point.species_name = "" if name == NAMELESS else name_key(name)
                     named = [point for point in points if point.species_name]
                     nameless += len(points) - len(named)
+                    if dropped is not None:
+                        for point in points:
+                            if not point.species_name:
+                                dropped.add("name", "", point.x, point.y)
                     points = named
-                    for wrangler in wranglers:
+                    for index, wrangler in enumerate(wranglers):
                         if points:
+                            before = points
+                            if dropped is not None:
+                                seen = [(p.species_name, p.x, p.y) for p in points]
                             points = wrangler.wrangle_points(points)
+                            if dropped is not None and len(points) < len(before):
+                                dropped.removed(f"record-{index}", before, points, seen)
                     # Wranglers change species_name, x and y, but lmpy writes the attributes.
                     for point in points:
                         point.attributes.update(
@@ -308,6 +377,10 @@ def split(config_path):
                         )
                     finite = [p for p in points if math.isfinite(p.x) and math.isfinite(p.y)]
                     not_finite += len(points) - len(finite)
+                    if dropped is not None and len(finite) < len(points):
+                        for point in points:
+                            if not (math.isfinite(point.x) and math.isfinite(point.y)):
+                                dropped.add("coordinates", point.species_name)
                     if finite:
                         splitter.write_points(finite)
                         files.count(finite)
@@ -344,6 +417,8 @@ def split(config_path):
     species.sort(key=lambda item: item["slug"])
     reports = [{"name": w.name, **w.get_report()} for w in wranglers]
     write_json(config["manifest"], {"species": species, "sources": sources, "wranglers": reports})
+    if dropped is not None:
+        write_json(keep["path"], dropped.saved(), compact=True)
 
 
 def list_names(config_path):
@@ -470,9 +545,89 @@ def gather(config_path):
             "records_after_cleaning": clean_records,
         },
     )
+    if config.get("report_points"):
+        report_points(config, split_manifest, manifest)
     fallback = config["species"][0]["csv"]
     settings = config["heatmap"]
     write_json(settings["config"], heatmap_config(settings, kept, clean_records, fallback))
+
+
+def replay(points, wranglers):
+    """(kept, [(wrangler number, point)] dropped) of one species' split records (x, y) under
+    the species wranglers, as lmpy's MinimumPointsWrangler and UniqueLocalitiesFilter treat a
+    species file: one group, localities compared as floats."""
+    gone = []
+    for number, wrangler in enumerate(wranglers):
+        if wrangler["type"] == "minimum_points":
+            if len(points) < wrangler["minimum_count"]:
+                gone += [(number, point) for point in points]
+                points = []
+        elif wrangler["type"] == "unique_localities":
+            seen, unique = set(), []
+            for point in points:
+                if point in seen:
+                    gone.append((number, point))
+                else:
+                    seen.add(point)
+                    unique.append(point)
+            points = unique
+        else:
+            raise ValueError(f"no replay for the species wrangler {wrangler['type']!r}")
+    return points, gone
+
+
+def read_points(path):
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [(float(row["x"]), float(row["y"])) for row in csv.DictReader(handle)]
+
+
+def report_points(config, split_manifest, manifest):
+    """What the report draws, in one small file: records read, dropped per step and per
+    species (exact), and seeded samples of the kept and of the dropped records' coordinates.
+    lmpy's wrangle_occurrences reports no per-wrangler counts: the species wranglers are
+    replayed on the split files, and a species whose replay disagrees with lmpy's count is
+    counted as dropped by the species wranglers together, and not placed on the map."""
+    settings = config["report_points"]
+    saved = None
+    if settings.get("split_dropped"):
+        with open(settings["split_dropped"], encoding="utf-8") as handle:
+            saved = json.load(handle)
+    dropped = Dropped(settings["limit"], settings["seed"], saved)
+    kept = Reservoir(settings["limit"], settings["seed"] + 1)
+    by_slug = {item["slug"]: item for item in split_manifest["species"]}
+    for entry in config["species"]:
+        name = by_slug[entry["slug"]]["name"]
+        points = read_points(entry["split"])
+        survivors, gone = replay(points, config["species_wranglers"])
+        if len(survivors) != manifest[entry["slug"]]["records_after_cleaning"]:
+            survivors = read_points(entry["csv"])
+            dropped.add("species-wranglers", name, count=len(points) - len(survivors))
+        else:
+            for number, (x, y) in gone:
+                dropped.add(f"species-{number}", name, x, y)
+        for x, y in survivors:
+            kept.add([x, y])
+    species = {item["name"]: [item["records_after_cleaning"], 0] for item in manifest.values()}
+    for name, count in dropped.species.items():
+        species.setdefault(name, [0, 0])[1] += count
+    write_json(
+        settings["path"],
+        {
+            "records_read": sum(source["records_read"] for source in split_manifest["sources"]),
+            "records_after_split": sum(item["records"] for item in split_manifest["species"]),
+            "split_dropped_known": saved is not None,
+            "steps": dropped.steps,
+            "species": species,
+            "kept": {"records": kept.seen, "sample": kept.items},
+            "dropped": {
+                "records": sum(dropped.steps.values()),
+                "mappable": dropped.sample.seen,
+                "sample": dropped.sample.items,
+            },
+            "limit": settings["limit"],
+        },
+        compact=True,
+    )
 
 
 def heatmap_config(settings, kept, clean_records, fallback):
@@ -506,9 +661,11 @@ def heatmap_config(settings, kept, clean_records, fallback):
     }
 
 
-def write_json(path, value):
+def write_json(path, value, compact=False):
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, ensure_ascii=False)
+        # Compact: the report's samples hold up to 100,000 points each.
+        indent, separators = (None, (",", ":")) if compact else (2, None)
+        json.dump(value, handle, indent=indent, separators=separators, ensure_ascii=False)
         handle.write("\n")
 
 
