@@ -1,6 +1,7 @@
 """Every workflow's example request, submitted as given on the sample data, reaches COMPLETE,
 and its deterministic outputs equal those of the same commands run by hand."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -116,6 +117,27 @@ def same_content(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
 
+def check_report(live, name: str, job: dict) -> None:
+    """The package's report: listed with role `report`, completed by the controller, every
+    figure (role `figures`, each in the manifest with its sha256) drawn and inline."""
+    outputs = live.get(f"/api/v1/jobs/{job['id']}/outputs/?page_size=500").json()["results"]
+    roles = {o["path"]: o["role"] for o in outputs}
+    assert roles.get("report.html") == "report", (name, roles)
+    figures = sorted(path for path, role in roles.items() if role == "figures")
+    assert figures, f"{name}: no figures"
+    assert all(path.startswith("figures/") and path.endswith(".png") for path in figures)
+    job_dir = live.stack.data_dir / "jobs" / job["id"]
+    with zipfile.ZipFile(job_dir / "package.zip") as archive:
+        html = archive.read("outputs/report.html").decode()
+        manifest = json.loads(archive.read("manifest.json"))
+        for path in figures:
+            (entry,) = [o for o in manifest["outputs"] if o["path"] == path]
+            assert hashlib.sha256(archive.read(f"outputs/{path}")).hexdigest() == entry["sha256"]
+    assert html.count('<img src="data:image/png;base64,') == len(figures), name
+    assert "Not drawn" not in html, name
+    assert "<!-- lmweb:job -->" not in html and "<h2>Timings</h2>" in html, name
+
+
 @pytest.mark.parametrize("source", ["synthetic", "sample"])
 def test_every_example_request_completes_as_given(live, report, tmp_path, source):
     """On every clone with synthetic inputs shaped like the example's (the request as given,
@@ -139,6 +161,9 @@ def test_every_example_request_completes_as_given(live, report, tmp_path, source
     assert {name: job["state"] for name, job in results.items()} == dict.fromkeys(
         results, "COMPLETE"
     ), {name: job["error"] for name, job in results.items()}
+
+    for name, job in results.items():
+        check_report(live, name, job)
 
     for name, job in results.items():
         job_dir = live.stack.data_dir / "jobs" / job["id"]

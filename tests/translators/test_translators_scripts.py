@@ -22,7 +22,7 @@ GOLDEN = Path(__file__).parent / "golden"
 def test_every_workflow_with_scripts_has_them_as_files():
     folders = {p.parent.parent.name for p in SCRIPTS}
     assert folders == {"species_pam", "occurrence_cleaning", "mcpa", "pam_stats", "report"}
-    assert len(SCRIPTS) == 15
+    assert len(SCRIPTS) == 16
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=[p.name for p in SCRIPTS])
