@@ -2,7 +2,6 @@
 
 import ast
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from support import write_lmm
 
 import translators
 from translators.common.scripts import script_text
-from translators.species_pam.scripts import check_pam, lmm_to_csv, map_statistic
+from translators.species_pam.scripts import check_pam, lmm_to_csv
 
 PACKAGE = Path(translators.__file__).parent
 SCRIPTS = sorted(p for p in PACKAGE.glob("*/scripts/*.py") if p.name != "__init__.py")
@@ -96,16 +95,6 @@ def test_lmm_to_csv_rows_are_the_labels_then_each_row_headers_and_values(tmp_pat
         [0, -1.5, 2.5, "1", "0.5"],
         [3, 0.5, 2.5, "0", "2"],
     ]
-
-
-def test_the_map_averages_the_sites_of_a_cell_and_leaves_empty_cells_blank():
-    sites = [[0, -129.5, 54.5], [5, -125.5, 50.5], [6, -129.2, 54.8]]
-    mean = map_statistic.cell_means(sites, [4, 9, 2], -130, 45, -120, 55, 1)
-    assert mean.shape == (10, 10)
-    assert (mean[0, 0], mean[4, 4]) == (3, 9)
-    assert sum(not math.isnan(v) for v in mean.flat) == 2
-    # A last partial column is a whole cell, as build_grid makes it.
-    assert map_statistic.cell_means(sites, [1, 1, 1], -130, 45, -119.5, 55, 1).shape == (10, 11)
 
 
 def test_annotating_a_tree_copies_each_label_to_squid(tmp_path):

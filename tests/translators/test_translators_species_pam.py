@@ -369,7 +369,15 @@ def test_stages_run_in_order_and_the_second_is_planned_from_the_species_found():
 def test_the_pam_stage_models_each_species_then_grids_encodes_purges_and_computes():
     stage = plan_pam(["Heuchera americana", "Mitella nuda"])
     rules = rules_by_id(stage)
-    assert list(rules) == ["model-0001", "model-0002", "grid", "encode-001", "pam", "stats"]
+    assert list(rules) == [
+        "model-0001",
+        "model-0002",
+        "grid",
+        "encode-001",
+        "pam",
+        "stats",
+        "report",
+    ]
     model = rules["model-0001"]
     assert steps(model) == [
         [
@@ -430,26 +438,16 @@ def test_the_pam_stage_models_each_species_then_grids_encodes_purges_and_compute
     stats = steps(rules["stats"])
     assert stats[0][-1] == "outputs/pam.lmm"
     assert stats[3] == [
-        "python3",
-        "work/config/map_statistic.py",
-        "outputs/richness.png",
-        "outputs/site_stats.lmm",
-        "alpha",
-        "Species richness (alpha)",
-        "-130",
-        "20",
-        "-60",
-        "55",
-        "1",
-    ]
-    assert stats[4] == [
         "convert_lmm_to_geojson",
         "--resolution",
         "1",
         "outputs/site_stats.lmm",
         "outputs/site_stats.geojson",
     ]
-    for name in ("finish_model", "check_pam", "lmm_to_csv", "map_statistic"):
+    assert steps(rules["report"]) == [
+        ["python3", "work/config/report/report.py", "work/config/report/report.json"]
+    ]
+    for name in ("finish_model", "check_pam", "lmm_to_csv"):
         compile(stage.files[f"work/config/{name}.py"], f"{name}.py", "exec")
 
 
@@ -555,7 +553,13 @@ def test_both_stages_are_closed_dags_of_relative_paths(names):
         *produced_split(names)["split"],
     }
     made = check_closed_dag(pam, sources)
-    assert {"outputs/pam.lmm", "outputs/site_stats.lmm", "outputs/richness.png"} <= made
+    assert {
+        "outputs/pam.lmm",
+        "outputs/site_stats.lmm",
+        "outputs/report.html",
+        "outputs/figures/richness.png",
+        "outputs/figures/species-presence.png",
+    } <= made
     assert not set(split.files) & set(pam.files)
 
 
@@ -674,27 +678,6 @@ def test_check_pam_summarizes_and_stops_with_a_readable_message_when_empty(tmp_p
     result = run_script(tmp_path, species_pam.CHECK_PAM, manifest, "all.lmm", "empty.lmm", "e.json")
     assert result.returncode == 3
     assert "no species is present in any grid cell" in result.stderr
-
-
-def test_the_map_averages_sites_per_cell_and_leaves_cells_without_sites_blank(tmp_path):
-    pytest.importorskip("matplotlib")
-    rows = [[0, -129.5, 54.5], [5, -125.5, 50.5]]
-    write_lmm(tmp_path / "site.lmm", [[4, 0.1], [9, 0.2]], rows, ["alpha", "phi"])
-    result = run_script(
-        tmp_path,
-        species_pam.MAP_STATISTIC,
-        "map.png",
-        "site.lmm",
-        "alpha",
-        "Species richness (alpha)",
-        "-130",
-        "45",
-        "-120",
-        "55",
-        "1",
-    )
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def make_raster(path, epsg=4326, columns=20, rows=10, min_x=-130.0, max_y=55.0, size=1.0):
@@ -907,7 +890,14 @@ def test_both_stages_run_under_makeflow_and_keep_odd_names(tmp_path):
     with open(tmp_path / "outputs/pam.csv", newline="", encoding="utf-8") as handle:
         header = next(csv.reader(handle))
     assert header[:3] == ["site_id", "x", "y"] and set(header[3:]) == names
-    for output in ("richness.png", "site_stats.geojson", "pam.geojson", "species_stats.csv"):
+    for output in (
+        "report.html",
+        "figures/richness.png",
+        "figures/species-presence.png",
+        "site_stats.geojson",
+        "pam.geojson",
+        "species_stats.csv",
+    ):
         assert (tmp_path / "outputs" / output).stat().st_size > 0
     assert not list((tmp_path / "tmp").glob("tmp*.tif")), "create_rare_species_model leaked"
     assert not (tmp_path / "up.csv").exists() and not (tmp_path / "work/up.csv").exists()

@@ -33,7 +33,8 @@
 #   matrix rows with grid features by position, wrong once empty sites are purged, so -r is used.
 # - create_stat_heatmap divides with `where=` but no `out=`: cells without a site hold leftover
 #   memory (seen: 2,283 on a map of richness <= 13) and the colour scale follows; it also has no
-#   legend. A small matplotlib script draws the richness map instead.
+#   legend. The report draws the richness map instead (translators/report/scripts/draw_species.py),
+#   from the PAM, with a sheet of per-species presence maps.
 # - Timings (2 cores): ~0.6-1.5 s start-up per tool; a model ~1.2-1.9 s; encoding ~0.07 s per
 #   layer on a 2,450-cell grid.
 
@@ -49,6 +50,8 @@ from translators.common.lmpy import PYTHON
 from translators.common.scripts import script_text
 from translators.common.species_names import species_name
 from translators.makeflow import Category, Rule, render_makeflow
+from translators.report import CATEGORY as REPORT
+from translators.report import REPORT_CATEGORY, Figure, figure_path, report_files, report_rule
 from translators.species_pam.schema import MAX_CELLS, PARAMS_SCHEMA
 
 SPLIT, PAM = "split", "pam"
@@ -65,7 +68,6 @@ OCCURRENCE_REPORT = "outputs/occurrence_report.json"
 FINISH_SCRIPT = f"{CONFIG}/finish_model.py"
 CHECK_SCRIPT = f"{CONFIG}/check_pam.py"
 CSV_SCRIPT = f"{CONFIG}/lmm_to_csv.py"
-MAP_SCRIPT = f"{CONFIG}/map_statistic.py"
 PURGE_CONFIG = f"{CONFIG}/purge_empty.json"
 PAM_GEOJSON_CONFIG = f"{CONFIG}/pam_geojson.json"
 MANIFEST = "outputs/species.json"
@@ -95,7 +97,10 @@ CATEGORIES = {
     "grid": Category(cores=1, memory=512, disk=512, gdal=GDAL_DRIVERS),
     "encode": Category(cores=1, memory=2048, disk=2048, gdal=GDAL_DRIVERS),
     "pam": Category(cores=1, memory=2048, disk=2048, gdal=GDAL_DRIVERS),
+    REPORT: REPORT_CATEGORY,
 }
+# The presence sheet's cap: past 100 panels the maps are too small to read (issue 16).
+SHEET_SPECIES = 100
 
 
 def coverage_arg(percent: float) -> str:
@@ -122,9 +127,11 @@ class SpeciesPam(Workflow):
         "present in a cell when at least `min_coverage` percent of the cell is modelled present. "
         "Empty sites and species are removed, then diversity, site and species statistics are "
         "computed. Outputs: the PAM (.lmm, CSV, GeoJSON), statistics (.lmm, CSV; site statistics "
-        "also as GeoJSON), a species-richness map (PNG), the grid shapefile, one model GeoTIFF "
-        "per species, the species list (outputs/species.json: file key -> name) and reports of "
-        "the records kept and of the PAM."
+        "also as GeoJSON), the grid shapefile, one model GeoTIFF per species, the species list "
+        "(outputs/species.json: file key -> name), reports of the records kept and of the PAM, "
+        "and report.html with its figures (outputs/figures/): a species-richness map and a "
+        f"sheet of per-species presence maps (at most {SHEET_SPECIES} species: with more, those "
+        "present at the most sites)."
     )
     params_schema = PARAMS_SCHEMA
     dataset_inputs = {
@@ -251,7 +258,6 @@ class SpeciesPam(Workflow):
             FINISH_SCRIPT: FINISH_MODEL,
             CHECK_SCRIPT: CHECK_PAM,
             CSV_SCRIPT: LMM_TO_CSV,
-            MAP_SCRIPT: MAP_STATISTIC,
             PURGE_CONFIG: canonical_json(
                 [{"wrangler_type": "PurgeEmptySlicesWrangler", "purge_axes": [0, 1]}]
             ),
@@ -410,16 +416,6 @@ class SpeciesPam(Workflow):
                         "species",
                     ],
                     [
-                        PYTHON,
-                        MAP_SCRIPT,
-                        "outputs/richness.png",
-                        STATS["site_stats"],
-                        "alpha",
-                        "Species richness (alpha)",
-                        *(number_arg(grid[f]) for f in ("min_x", "min_y", "max_x", "max_y")),
-                        resolution,
-                    ],
-                    [
                         "convert_lmm_to_geojson",
                         "--resolution",
                         resolution,
@@ -427,20 +423,56 @@ class SpeciesPam(Workflow):
                         "outputs/site_stats.geojson",
                     ],
                 ],
-                inputs=[PAM_FILE, CSV_SCRIPT, MAP_SCRIPT],
+                inputs=[PAM_FILE, CSV_SCRIPT],
                 outputs=[
                     *STATS.values(),
                     "outputs/site_stats.csv",
                     "outputs/species_stats.csv",
-                    "outputs/richness.png",
                     "outputs/site_stats.geojson",
                 ],
                 category="pam",
             )
         )
+        # The report comes last: it waits for the statistics, whose rule follows every other
+        # (models -> encoding -> PAM -> statistics), and reads only the PAM. Waiting on every
+        # output instead would send each species' model to the report's worker.
+        figures = _figures(grid)
+        written = [o for rule in rules for o in rule.outputs if o.startswith("outputs/")]
+        rules.append(report_rule(figures, list(STATS.values())))
+        files.update(
+            report_files(
+                self.title, self.name, params, inputs, figures, [*written, OCCURRENCE_REPORT]
+            )
+        )
         split_files = [f"{SPLIT_DIR}/{key}.csv" for key in species]
         sources = [*_staged(inputs), *files, *split_files]
         return Stage(PAM, render_makeflow(rules, CATEGORIES, "model", sources), files)
+
+
+def _figures(grid: dict) -> list[Figure]:
+    """The report's figures, both drawn from the PAM on its grid's coordinate system."""
+    common = {"pam": PAM_FILE, "epsg": grid["epsg"]}
+    return [
+        Figure(
+            figure_path("richness"),
+            "species.richness",
+            "Species richness: the number of species present at each site of the PAM "
+            "(outputs/pam.lmm, empty sites and species removed), mapped on its grid; white: no "
+            "site.",
+            [PAM_FILE],
+            {**common, "label": "richness (species)", "title": "Species richness per site"},
+        ),
+        Figure(
+            figure_path("species presence"),
+            "species.presence_sheet",
+            "Where each species of the PAM is present: one small map per species, its sites "
+            "where present (blue) and the PAM's other sites (grey); white: no site. At most "
+            f"{SHEET_SPECIES} species: with more, the {SHEET_SPECIES} present at the most sites, "
+            "in name order.",
+            [PAM_FILE],
+            {**common, "title": "Where each species is present", "limit": SHEET_SPECIES},
+        ),
+    ]
 
 
 def species_files(produced: list[str]) -> dict[str, str]:
@@ -473,6 +505,5 @@ PREPARE_OCCURRENCES = script_text(__package__, "prepare_occurrences.py")
 FINISH_MODEL = script_text(__package__, "finish_model.py")
 CHECK_PAM = script_text(__package__, "check_pam.py")
 LMM_TO_CSV = script_text(__package__, "lmm_to_csv.py")
-MAP_STATISTIC = script_text(__package__, "map_statistic.py")
 
 WORKFLOW = SpeciesPam()
