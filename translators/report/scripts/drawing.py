@@ -130,8 +130,16 @@ def map_figure(xs, ys, values, *, label, title, epsg=None, cmap=SEQUENTIAL, mask
     shown = np.array(values, dtype=float)
     if mask is not None:
         shown[~mask] = np.nan
+    # The figure takes the map's shape (a band of longitudes is wide and low); a wide map gets
+    # its colour scale underneath, a tall one beside it.
     width = 8.0
-    figure, axes = subplots(figsize=(width, width * 0.6))
+    spread_x = float(np.ptp(xs)) if len(xs) else 1.0
+    spread_y = float(np.ptp(ys)) if len(ys) else 1.0
+    shape = (spread_y + 1e-9) / (spread_x + 1e-9) if spread_x > 0 else 1.0
+    wide = shape < 0.6
+    # Whole pixels: the saved file is exactly the figure the tests transform points on.
+    height = round(min(9.0, max(1.2, width * shape)) + (1.6 if wide else 0.8), 2)
+    figure, axes = subplots(figsize=(width, height))
     axes.set_facecolor("white")
     # Cells without a value stay see-through: the grey of their site (or white) shows.
     colormap = plt.get_cmap(cmap).with_extremes(bad=(0, 0, 0, 0))
@@ -176,7 +184,14 @@ def map_figure(xs, ys, values, *, label, title, epsg=None, cmap=SEQUENTIAL, mask
             vmax=high,
             linewidths=0,
         )
-    figure.colorbar(image, ax=axes, label=label, shrink=0.8)
+    figure.colorbar(
+        image,
+        ax=axes,
+        label=label,
+        shrink=0.8,
+        location="bottom" if wide else "right",
+        aspect=40 if wide else 20,
+    )
     axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
     axes.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
     axes.set_title(title)
