@@ -393,7 +393,12 @@ def _figures(
             f"Map of {name} ({label}) at each site of the {'matched ' if tree else ''}PAM, "
             "as calculate_pam_stats computes it; white: no site.",
             [site],
-            {"matrix": site, "statistic": name, "label": label, "title": f"{name} per site"},
+            {
+                "matrix": site,
+                "statistic": name,
+                "label": label,
+                "title": f"{name} per site: {label}",
+            },
         )
         for name, label in labels.items()
     ]
@@ -415,7 +420,7 @@ def _figures(
                         "matrix": site,
                         "statistic": name,
                         "label": labels[name],
-                        "title": f"{name}, significant sites",
+                        "title": f"{name}, significant sites: {labels[name]}",
                         "significance": significance,
                         "adjusted": adjusted,
                         "alpha": params["alpha"],
