@@ -50,19 +50,26 @@ def test_a_selftest_job_completes_with_outputs_tasks_and_a_package(live):
     assert all(t["host"] and t["command"] and t["started_at"] for t in tasks)
 
     outputs = live.get(f"/api/v1/jobs/{job['id']}/outputs/").json()["results"]
-    assert [o["path"] for o in outputs] == ["selftest.txt"]
-    content = b"".join(live.get(outputs[0]["url"]).streaming_content)
+    assert {o["path"]: o["role"] for o in outputs} == {
+        "report.html": "report",
+        "selftest.txt": "result",
+    }
+    (result,) = [o for o in outputs if o["path"] == "selftest.txt"]
+    content = b"".join(live.get(result["url"]).streaming_content)
     assert content.decode().count(" ok") == 4
-    assert hashlib.sha256(content).hexdigest() == outputs[0]["sha256"]
+    assert hashlib.sha256(content).hexdigest() == result["sha256"]
 
     package = live.get(f"/api/v1/jobs/{job['id']}/package/")
     assert package.status_code == 200
     with zipfile.ZipFile(io.BytesIO(b"".join(package.streaming_content))) as archive:
         manifest = json.loads(archive.read("manifest.json"))
         assert archive.read("outputs/selftest.txt") == content
+        report = archive.read("outputs/report.html").decode()
     assert manifest["request"]["params"]["tasks"] == 4
     assert len(manifest["rules"]) == 5
     assert manifest["versions"]["cctools"] != "unknown"
+    # The report, completed by the controller: the request and every rule's timing.
+    assert "<h2>Timings</h2>" in report and "5 rule(s)" in report and "task-00004" in report
 
     # The job folder holds no MPI leftovers once makeflow is done.
     assert not list((live.stack.data_dir / "jobs" / job["id"] / "tmp").glob("*/ompi*"))
