@@ -4,6 +4,7 @@
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,3 +36,29 @@ def run_stage(stage, folder: Path) -> None:
         )
         logs = sorted((folder / "logs").glob("*.stderr"))
         assert done.returncode == 0, [p.read_text()[-1500:] for p in logs]
+
+
+# Runs its arguments and prints their CPU seconds and peak resident KB: a process that runs
+# nothing else, so the figures are the rule's own.
+MEASURED = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    "use = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(use.ru_utime + use.ru_stime, use.ru_maxrss); sys.exit(done.returncode)"
+)
+
+
+def run_measured(rule, folder: Path) -> tuple[float, float, float]:
+    """Run one rendered rule alone in `folder`; (wall seconds, CPU seconds, peak resident MB)."""
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED, "/bin/sh", "-c", rule["command"]],
+        cwd=folder,
+        env=tool_path_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.monotonic() - start
+    assert done.returncode == 0, (folder / "logs/report.stderr").read_text()[-2000:]
+    cpu, peak = (float(v) for v in done.stdout.split())
+    return seconds, cpu, peak / 1024

@@ -5,7 +5,6 @@ import importlib.util
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from test_translators_pam_stats import plan
 
 import translators
 from tests import synthetic
-from tests.support.stages import demo_inputs, run_stage, tool_path_env
+from tests.support.stages import demo_inputs, run_measured, run_stage
 from translators.report import FIGURES, REPORT, Figure, figure_path, report_files, report_rule
 
 SCRIPTS = Path(translators.__file__).parent / "report" / "scripts"
@@ -196,13 +195,6 @@ def test_a_figure_that_cannot_be_drawn_says_so_and_the_report_is_still_written(t
     assert (tmp_path / figures[0].path).read_bytes().startswith(b"\x89PNG")
 
 
-MEASURED = (
-    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-    "use = resource.getrusage(resource.RUSAGE_CHILDREN); "
-    "print(use.ru_utime + use.ru_stime, use.ru_maxrss); sys.exit(done.returncode)"
-)
-
-
 def test_heuchera_figures_draw_within_ten_seconds_on_one_core(tmp_path):
     """The 2,114 x 55 Heuchera PAM with its tree: every pam-stats figure (randomizations made
     small: the figures' cost does not grow with them, only the null histograms' bins)."""
@@ -220,18 +212,7 @@ def test_heuchera_figures_draw_within_ten_seconds_on_one_core(tmp_path):
     others = {**stage.makeflow, "rules": [r for r in stage.makeflow["rules"] if r not in report]}
     run_stage(type(stage)(stage.name, others, stage.files), tmp_path)
     (rule,) = report
-    start = time.monotonic()
-    # The rule's own CPU time and peak, from a process that runs nothing else.
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURED, "/bin/sh", "-c", rule["command"]],
-        cwd=tmp_path,
-        env=tool_path_env(),
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.monotonic() - start
-    assert done.returncode == 0, (tmp_path / "logs/report.stderr").read_text()[-2000:]
-    cpu, peak = (float(v) for v in done.stdout.split())
-    print(f"Heuchera report: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak / 1024:.0f} MB")
+    seconds, cpu, peak = run_measured(rule, tmp_path)
+    print(f"Heuchera report: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak:.0f} MB")
     assert cpu < 10, "one core: the report's CPU time is its time on an idle core"
     assert "Not drawn" not in (tmp_path / REPORT).read_text()

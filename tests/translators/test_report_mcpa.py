@@ -2,19 +2,16 @@
 
 import copy
 import json
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 from support import write_lmm
-from test_report import MEASURED, load, pixel_of
+from test_report import load, pixel_of
 from test_translators_mcpa import STAGED, WORKFLOW, request
-from test_translators_pam_stats import run_stage, tool_path_env
 
 from tests import synthetic
+from tests.support.stages import run_measured, run_stage
 from translators.report import FIGURES, REPORT, figure_path
 
 # The synthetic PAM's own 12 x 12 block of 1-degree cells (tests/synthetic.py, PAM_ORIGIN).
@@ -36,22 +33,6 @@ def run_without_report(stage, folder):
     others = {**stage.makeflow, "rules": [r for r in stage.makeflow["rules"] if r is not report]}
     run_stage(type(stage)(stage.name, others, stage.files), folder)
     return report
-
-
-def run_measured(rule, folder):
-    """Run one rule alone; (wall seconds, CPU seconds, peak resident MB)."""
-    start = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURED, "/bin/sh", "-c", rule["command"]],
-        cwd=folder,
-        env=tool_path_env(),
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.monotonic() - start
-    assert done.returncode == 0, (folder / "logs/report.stderr").read_text()[-2000:]
-    cpu, peak = (float(v) for v in done.stdout.split())
-    return seconds, cpu, peak / 1024
 
 
 @pytest.fixture(scope="module")

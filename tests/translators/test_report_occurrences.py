@@ -5,16 +5,15 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from test_report import load, pixel_of
-from test_translators_pam_stats import run_stage, tool_path_env
 
 from tests import synthetic
+from tests.support.stages import run_measured, run_stage
 from translators.occurrence_cleaning.workflow import REPORT_POINTS, WORKFLOW
 from translators.report import REPORT, figure_path
 
@@ -205,13 +204,6 @@ def test_the_map_draws_a_cross_where_each_dropped_record_is(job, monkeypatch):
     draw._drawing().plt.close(figure)
 
 
-MEASURED = (
-    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-    "use = resource.getrusage(resource.RUSAGE_CHILDREN); "
-    "print(use.ru_utime + use.ru_stime, use.ru_maxrss); sys.exit(done.returncode)"
-)
-
-
 def test_the_examples_report_draws_within_ten_seconds_on_one_core(tmp_path):
     """The example request on the sample data (heuchera.csv, the iDigBio Acer rubrum DwCA and
     the name map): the report rule's own time."""
@@ -233,18 +225,8 @@ def test_the_examples_report_draws_within_ten_seconds_on_one_core(tmp_path):
     others = {**clean.makeflow, "rules": [r for r in clean.makeflow["rules"] if r not in report]}
     run_stage(type(clean)(clean.name, others, clean.files), tmp_path)
     (rule,) = report
-    start = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURED, "/bin/sh", "-c", rule["command"]],
-        cwd=tmp_path,
-        env=tool_path_env(),
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.monotonic() - start
-    assert done.returncode == 0, (tmp_path / "logs/report.stderr").read_text()[-2000:]
-    cpu, peak = (float(v) for v in done.stdout.split())
-    print(f"occurrence report: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak / 1024:.0f} MB")
+    seconds, cpu, peak = run_measured(rule, tmp_path)
+    print(f"occurrence report: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak:.0f} MB")
     html = (tmp_path / REPORT).read_text()
     assert "Not drawn" not in html
     assert cpu < 10

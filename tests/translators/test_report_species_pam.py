@@ -3,33 +3,21 @@
 The PAM stage's other rules need lmpy's tools and GDAL rasters: these tests write the PAM
 (outputs/pam.lmm) themselves and run only the report rule's command, as a worker would."""
 
-import importlib.util
 import re
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from support import write_lmm
+from test_report import load
 from test_translators_species_pam import plan_pam
 
-import translators
-from tests.support.stages import tool_path_env
+from tests.support.stages import run_measured, tool_path_env
 from translators.report import FIGURES, REPORT
 from translators.species_pam import workflow as species_pam
 
-SCRIPTS = Path(translators.__file__).parent / "report" / "scripts"
 RICHNESS = "outputs/figures/richness.png"
 SHEET = "outputs/figures/species-presence.png"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def grid_pam(present, columns, *, origin=(-120.0, 20.0), size=1.0):
@@ -216,13 +204,6 @@ def test_a_grid_wider_than_a_panel_is_drawn_in_blocks_and_the_note_says_so(tmp_p
     assert "Each panel cell is a block of 3 x 3 grid cells" in html
 
 
-MEASURED = (
-    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-    "use = resource.getrusage(resource.RUSAGE_CHILDREN); "
-    "print(use.ru_utime + use.ru_stime, use.ru_maxrss); sys.exit(done.returncode)"
-)
-
-
 def test_150_species_on_2000_sites_draw_within_ten_seconds_on_one_core(tmp_path):
     present = ranges(50 * 40, 150, seed=7)
     rows, _, _ = grid_pam(present, 50)
@@ -233,19 +214,8 @@ def test_150_species_on_2000_sites_draw_within_ten_seconds_on_one_core(tmp_path)
         (tmp_path / name).write_text(text)
     write_lmm(tmp_path / species_pam.PAM_FILE, present.astype(float), rows, names)
     (rule,) = [r for r in stage.makeflow["rules"] if REPORT in r["outputs"]]
-    start = time.monotonic()
-    # The rule's own CPU time and peak, from a process that runs nothing else.
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURED, "/bin/sh", "-c", rule["command"]],
-        cwd=tmp_path,
-        env=tool_path_env(),
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.monotonic() - start
-    assert done.returncode == 0, (tmp_path / "logs/report.stderr").read_text()[-2000:]
-    cpu, peak = (float(v) for v in done.stdout.split())
-    print(f"species-pam report: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak / 1024:.0f} MB")
+    seconds, cpu, peak = run_measured(rule, tmp_path)
+    print(f"species-pam report: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak:.0f} MB")
     assert cpu < 10, "one core: the report's CPU time is its time on an idle core"
     html = (tmp_path / REPORT).read_text()
     assert "Not drawn" not in html and "100 of 150 species shown" in html
