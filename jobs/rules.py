@@ -1,5 +1,7 @@
 """Read-only: what a job's makeflow rules did, from the stage record and makeflow's logs."""
 
+from pathlib import Path
+
 from .cctools import log as makeflowlog
 from .execution.folder import JobFolder, tail
 from .models import Job
@@ -34,3 +36,21 @@ def read_tasks(job: Job) -> list[dict]:
                 }
             )
     return tasks
+
+
+STREAMS = ("stdout", "stderr")
+
+
+def task_log_file(job: Job, stage: str, rule_id: str, stream: str) -> Path | None:
+    """The file holding one rule's standard output or error, None if the job has no such rule.
+
+    The file itself may not exist yet (the rule has not written it back) or any more."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream is one of {', '.join(STREAMS)}")
+    folder = JobFolder.of(job)
+    if not folder.exists() or stage not in folder.read_stages()["started"]:
+        return None
+    for rule in makeflowlog.read_rules(folder.root, folder.dag(stage)):
+        if rule.rule == rule_id:
+            return folder.rule_log(stage, rule) / f"{rule.rule}.{stream}"
+    return None

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -163,6 +164,51 @@ def job_submit(*, owner: AbstractBaseUser, payload, idempotency_key: str = "") -
             raise
         return earlier, False
     return job, True
+
+
+def job_submit_with_files(
+    *, owner: AbstractBaseUser, payload: dict, files: list[UploadedFile]
+) -> Job:
+    """A request sent with its input files (a WES run with attachments): every file becomes the
+    owner's dataset, named by its file name, and each input that names a file (by that name, or
+    its last path part) takes its dataset's id. If the request is refused, no dataset stays."""
+    names = [Path(upload.name or "upload").name for upload in files]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise RequestInvalid({"files": [f"two files are named {twice[0]!r}"]})
+    created: list[Dataset] = []
+    try:
+        for name, upload in zip(names, files, strict=True):
+            try:
+                created.append(dataset_create(owner=owner, upload=upload, name=name))
+            except RequestInvalid as exc:
+                raise RequestInvalid(
+                    {f"files.{name}": exc.errors.get("file", ["refused"])}
+                ) from None
+        by_name = {name: str(dataset.id) for name, dataset in zip(names, created, strict=True)}
+
+        def resolve(value):
+            if isinstance(value, str):
+                return by_name.get(value, by_name.get(value.rsplit("/", 1)[-1], value))
+            return value
+
+        inputs = payload.get("inputs")
+        if isinstance(inputs, dict):
+            payload = {
+                **payload,
+                "inputs": {
+                    key: [resolve(v) for v in value] if isinstance(value, list) else resolve(value)
+                    for key, value in inputs.items()
+                },
+            }
+        job, _ = job_submit(owner=owner, payload=payload)
+    except BaseException:
+        for dataset in created:
+            folder = dataset.absolute_path.parent
+            dataset.delete()
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return job
 
 
 def _job_for_key(owner, key: str, digest: str) -> Job | None:
@@ -392,9 +438,37 @@ def job_counts() -> dict[str, int]:
     return counts
 
 
+def job_stages(*, job: Job) -> list[str]:
+    """The stages the job has started, in order."""
+    return rules.read_stages(job)["started"]
+
+
 def job_tasks(*, job: Job) -> list[dict]:
     """One entry per makeflow rule of every stage the job has started, in stage order."""
     return rules.read_tasks(job)
+
+
+def job_task_log(*, job: Job, task: str, stream: str, offset: int, limit: int) -> tuple[bytes, int]:
+    """Up to `limit` bytes of a rule's stdout or stderr from `offset`, and the file's size now.
+
+    `task` is "<stage>:<rule>", or a rule id alone when one stage holds it. LookupError when the
+    job has no such rule; (b"", 0) while the rule has not written the file."""
+    stage, _, rule_id = task.rpartition(":")
+    stages = [stage] if stage else rules.read_stages(job)["started"]
+    found = [path for s in stages if (path := rules.task_log_file(job, s, rule_id, stream))]
+    if len(found) != 1:
+        raise LookupError(
+            f"no task {task!r}"
+            if not found
+            else f"{task!r} names a rule of several stages: give <stage>:<rule>"
+        )
+    try:
+        with found[0].open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(min(offset, size))
+            return handle.read(limit), size
+    except FileNotFoundError:
+        return b"", 0
 
 
 def jobs_recover() -> dict[str, int]:

@@ -405,6 +405,15 @@ MAX_RANDOMIZED_CELLS = env_int("LMWEB_MAX_RANDOMIZED_CELLS", 5_000_000_000, mini
 GBIF_NAMES = env_bool("LMWEB_GBIF_NAMES", False)
 GBIF_API_URL = env_url("LMWEB_GBIF_API_URL", "https://api.gbif.org/v1", {"http", "https"})
 
+# The GA4GH faces (issue 17): who runs this service, and where a client reads how to get a token
+# (empty: this service's own README, served at /readme).
+LMWEB_WES_SERVICE_ID = env_str("LMWEB_SERVICE_ID", f"org.lifemapper.lmweb.{LMWEB_DEPLOYMENT}")
+LMWEB_WES_ORGANIZATION = env_str("LMWEB_ORGANIZATION", "Lifemapper")
+LMWEB_WES_ORGANIZATION_URL = env_url(
+    "LMWEB_ORGANIZATION_URL", "https://lifemapper.org", {"http", "https"}
+)
+LMWEB_WES_AUTH_INSTRUCTIONS_URL = env_str("LMWEB_AUTH_INSTRUCTIONS_URL", "")
+
 # --- Contain makeflow (issue 11, item 5). Each makeflow runs in bubblewrap, where only its job
 # folder can be written: CCTools 9.9's manager writes a returned output wherever the worker's
 # reply names it. On by default when /usr/bin/bwrap (Debian's bubblewrap, the one

@@ -12,3 +12,18 @@ TEST_APT_PACKAGES=(chromium chromium-driver postgresql slurm-wlm munge iproute2)
 TEST_APT_PACKAGES+=(podman runc netavark aardvark-dns iptables podman-compose debootstrap)
 
 scripts/apt-install.sh setup-test "${TEST_APT_PACKAGES[@]}"
+
+# Off-the-shelf clients the tests drive the service with (GA4GH WES's wes-client, ...), each in a
+# virtualenv of its own, as a user would install it: their dependencies are not the service's.
+# tests/clients/<name>.txt pins one; var/clients/<name>/ holds it.
+for requirements in tests/clients/*.txt; do
+    name=$(basename "$requirements" .txt)
+    venv=var/clients/$name
+    if ! cmp -s "$requirements" "$venv/.requirements" 2>/dev/null; then
+        echo "setup-test: the $name client in $venv"
+        rm -rf "$venv"
+        .venv/bin/python -m venv "$venv"
+        "$venv/bin/pip" install -qq --disable-pip-version-check -r "$requirements"
+        cp "$requirements" "$venv/.requirements"
+    fi
+done

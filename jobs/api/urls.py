@@ -17,5 +17,10 @@ urlpatterns = [
         JobViewSet.as_view({"get": "output_file"}),
         name="job-output-file",
     ),
+    path(
+        "jobs/<uuid:pk>/tasks/<str:task>/log",
+        JobViewSet.as_view({"get": "task_log"}),
+        name="job-task-log",
+    ),
     *router.urls,
 ]

@@ -44,6 +44,10 @@ from .serializers import (
 )
 from .throttles import ScopedRateThrottle, UserRateThrottle
 
+TASK_STREAMS = ("stdout", "stderr")
+# The most of a log one response holds: a reader asks again from the offset after it.
+TASK_LOG_BYTES = 1024 * 1024
+
 
 class DatasetFilter(django_filters.FilterSet):
     # Not "format": DRF reads ?format= as the response format.
@@ -52,6 +56,8 @@ class DatasetFilter(django_filters.FilterSet):
     )
     created_after = UtcIsoDateTimeFilter(field_name="created", lookup_expr="gte")
     created_before = UtcIsoDateTimeFilter(field_name="created", lookup_expr="lt")
+    # A client uploads a file once: it asks first whether the caller has one of this content.
+    sha256 = django_filters.CharFilter(help_text="the file's SHA-256, 64 hexadecimal digits")
 
     class Meta:
         model = Dataset
@@ -234,6 +240,40 @@ class JobViewSet(
             raise Http404("the output file is gone")
         return download(file_path, file_path.name, output.media_type)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "stream", OpenApiTypes.STR, enum=[*TASK_STREAMS], description="stdout or stderr"
+            ),
+            OpenApiParameter(
+                "offset",
+                OpenApiTypes.INT,
+                description="the first byte to read; X-Log-Size gives the size so far",
+            ),
+        ],
+        responses={(200, "text/plain"): OpenApiTypes.STR},
+    )
+    def task_log(self, request, pk=None, task=None):
+        """A rule's standard output or error from `offset` (routed in urls.py): `task` is
+        "<stage>:<rule>" (a task's id in WES) or the rule's id alone."""
+        job = self.get_object()
+        stream = request.query_params.get("stream", "stderr")
+        if stream not in TASK_STREAMS:
+            raise ValidationError({"stream": [f"one of {', '.join(TASK_STREAMS)}"]})
+        offset = request.query_params.get("offset", "0")
+        if not offset.isdigit() or len(offset) > 18:
+            raise ValidationError({"offset": ["a byte offset: a whole number, 0 or more"]})
+        try:
+            data, size = services.job_task_log(
+                job=job, task=task, stream=stream, offset=int(offset), limit=TASK_LOG_BYTES
+            )
+        except LookupError as exc:
+            raise Http404(str(exc)) from None
+        response = HttpResponse(data, content_type="text/plain; charset=utf-8")
+        response["X-Log-Size"] = str(size)
+        response["X-Log-Next-Offset"] = str(min(int(offset), size) + len(data))
+        return response
+
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
     def package(self, request, pk=None):
@@ -316,6 +356,16 @@ def healthz(request):
     failures = ops.health_failures()
     status_code = 503 if failures else 200
     return JsonResponse({"ok": not failures, "failed": failures}, status=status_code)
+
+
+@extend_schema(exclude=True)
+def readme(request):
+    """The README, for people and for WES's auth_instructions_url ("Using the API" says how to
+    get a token): no credentials, as it is public anyway."""
+    path = settings.BASE_DIR / "README.md"
+    if not path.is_file():
+        raise Http404("no README in this installation")
+    return FileResponse(path.open("rb"), content_type="text/markdown; charset=utf-8")
 
 
 class MetricsView(APIView):

@@ -3,14 +3,18 @@ Work Queue workers, PostgreSQL and Redis. Nothing is mocked."""
 
 import secrets
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import redis
+import requests
 from django.conf import settings as django_settings
 from django.db import connection
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.support.factories import token_client
+from tests.support.ports import listening
 from tests.support.stack import QUICK_RECOVERY, Stack
 from tests.support.waiting import wait_until
 
@@ -89,3 +93,19 @@ def report(request, capsys):
             print(f"\n[{request.node.name}] {text}", flush=True)
 
     return say
+
+
+@pytest.fixture
+def served(live):
+    """The stack's web server (gunicorn as the Procfile starts it; once for the package's stack)
+    and the `live` user's token, for clients in other processes."""
+    stack = live.stack
+    if "web" not in stack.processes:
+        stack.start("web", "--timeout", "60", env={"DEBUG": "0", "LMWEB_HTTPS": "0"})
+        wait_for(lambda: listening(stack.port), 60)
+    token = Token.objects.get(user=live.user).key
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {token}"
+    return SimpleNamespace(
+        url=stack.url, host=f"127.0.0.1:{stack.port}", token=token, session=session, live=live
+    )
