@@ -75,6 +75,11 @@ class JobFolder:
         return self.root / "manifest.json"
 
     @property
+    def crate(self) -> Path:
+        """The package's RO-Crate metadata, written beside the manifest."""
+        return self.root / "ro-crate-metadata.json"
+
+    @property
     def package(self) -> Path:
         return self.root / "package.zip"
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from .. import formats, rules, versions
 from ..models import Job
-from . import report
+from . import report, rocrate
 from .folder import JobFolder
 
 # outputs/report.html, relative to outputs/ (translators/report).
@@ -93,11 +93,17 @@ def write_manifest(
     return manifest
 
 
-def build_package(folder: JobFolder, manifest: dict) -> Path:
+def build_package(folder: JobFolder, manifest: dict, stages: list[str] | None = None) -> Path:
+    """The zip: manifest.json, ro-crate-metadata.json (when written), the Makeflow file of each
+    stage under workflow/, and the outputs under outputs/."""
     target = folder.package
     temporary = target.with_name("package.zip.tmp")
     with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.write(folder.manifest, "manifest.json")
+        if folder.crate.is_file():
+            archive.write(folder.crate, rocrate.METADATA)
+        for stage in stages or []:
+            archive.write(folder.root / folder.dag(stage), rocrate.workflow_path(stage))
         for entry in manifest["outputs"]:
             source = folder.output(entry["path"])
             stored = Path(entry["path"]).suffix.lower() in STORED_SUFFIXES
@@ -108,6 +114,44 @@ def build_package(folder: JobFolder, manifest: dict) -> Path:
             )
     temporary.replace(target)
     return target
+
+
+def _inputs(job: Job) -> list[dict]:
+    """The job's input datasets as the crate names them (a dataset deleted since is left out)."""
+    return [
+        {
+            "slot": item.name,
+            "position": item.position,
+            "id": str(item.dataset.id),
+            "name": item.dataset.name,
+            "original_name": item.dataset.original_name,
+            "sha256": item.dataset.sha256,
+            "size": item.dataset.size,
+            "format": item.dataset.format,
+            "media_type": formats.media_type(item.dataset.absolute_path),
+        }
+        for item in job.inputs.select_related("dataset").order_by("name", "position")
+        if item.dataset is not None
+    ]
+
+
+def write_crate(
+    job: Job, folder: JobFolder, manifest: dict, stages: list[str], tasks: list[dict]
+) -> dict:
+    # A job is packaged once every rule has succeeded, just before it becomes COMPLETE.
+    record = dict(manifest["job"], state="COMPLETE", tags=job.tags)
+    crate = rocrate.metadata(
+        job=record,
+        request=job.request,
+        versions=manifest["versions"],
+        stages=stages,
+        tasks=tasks,
+        outputs=manifest["outputs"],
+        inputs=_inputs(job),
+        files=["manifest.json"],
+    )
+    folder.crate.write_text(json.dumps(crate, indent=2) + "\n")
+    return crate
 
 
 def package_job(job: Job, folder: JobFolder) -> list[dict]:
@@ -123,7 +167,8 @@ def package_job(job: Job, folder: JobFolder) -> list[dict]:
         ),
     )
     outputs = catalog_outputs(folder)
-    build_package(
-        folder, write_manifest(job, folder, outputs, finished_at=finished_at, tasks=tasks)
-    )
+    manifest = write_manifest(job, folder, outputs, finished_at=finished_at, tasks=tasks)
+    stages = [s for s in folder.read_stages()["started"] if (folder.root / folder.dag(s)).is_file()]
+    write_crate(job, folder, manifest, stages, tasks)
+    build_package(folder, manifest, stages)
     return outputs

@@ -17,6 +17,7 @@ from bench.direct import dag_name as _name
 from bench.direct import job_rules as load_rules
 from tests import synthetic
 from tests.conftest import upload
+from tests.support.crates import read_with_ro_crate_py, validate
 
 from .conftest import wait_until_finished
 from .test_execution import submit
@@ -179,8 +180,29 @@ def test_every_example_request_completes_as_given(live, report, tmp_path, source
         differing = [t for t in targets if not same_content(job_dir / t, hand / t)]
         report(f"{name}: {len(targets) - len(differing)}/{len(targets)} outputs equal by hand")
         assert differing == [], name
+
+    for name, job in results.items():
+        job_dir = live.stack.data_dir / "jobs" / job["id"]
         # The package holds exactly what the manifest lists.
         with zipfile.ZipFile(job_dir / "package.zip") as archive:
             manifest = json.loads(archive.read("manifest.json"))
-            packaged = {n for n in archive.namelist() if n != "manifest.json"}
+            names = set(archive.namelist())
+        packaged = {n for n in names if n.startswith("outputs/")}
         assert packaged == {f"outputs/{o['path']}" for o in manifest["outputs"]}
+        # Beside them: the manifest, the RO-Crate and the Makeflow file of each stage.
+        stages = json.loads((job_dir / "stages.json").read_text())["started"]
+        assert names - packaged == {
+            "manifest.json",
+            "ro-crate-metadata.json",
+            *(f"workflow/{stage}.mf.json" for stage in stages),
+        }
+        # ... and the package is a valid Workflow Run RO-Crate of the job.
+        unpacked = tmp_path / "crates" / name
+        with zipfile.ZipFile(job_dir / "package.zip") as archive:
+            archive.extractall(unpacked)
+        validate(unpacked)
+        crate = read_with_ro_crate_py(unpacked)
+        rules = live.get(f"/api/v1/jobs/{job['id']}/tasks/?page_size=1000").json()["results"]
+        assert len(crate["actions"]) == 1 + len(rules), name
+        for output in manifest["outputs"]:
+            assert crate["files"][f"outputs/{output['path']}"] == output["sha256"]
