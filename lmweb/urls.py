@@ -1,5 +1,5 @@
 """Top-level URLs: the API under /api/v1/, its schema and viewer, GA4GH WES under
-/ga4gh/wes/v1/, the admin, health, the README."""
+/ga4gh/wes/v1/, OGC API - Processes under /ogcapi/, the admin, health, the README."""
 
 from django.contrib import admin
 from django.http import JsonResponse
@@ -14,6 +14,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/api/v1/", permanent=False)),
     path("api/v1/", include("jobs.api.urls")),
     path("ga4gh/wes/v1/", include("jobs.api.wes.urls")),
+    path("ogcapi/", include("jobs.api.ogc.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
@@ -27,7 +28,7 @@ urlpatterns = [
 
 def _not_found(request, exception=None):
     """JSON for API clients, Django's page for people."""
-    if request.path.startswith(("/api/", "/ga4gh/")):
+    if request.path.startswith(("/api/", "/ga4gh/", "/ogcapi/")):
         return JsonResponse({"detail": "Not found."}, status=404)
     return page_not_found(request, exception)
 
