@@ -7,9 +7,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
-from . import ops, services
+from . import callbacks, ops, services
 from .execution.folder import GRAPH_MAX_RULES, JobFolder
-from .models import Dataset, Job, JobInput, Output
+from .models import CallbackDelivery, Dataset, Job, JobInput, Output
 from .rules import read_stages, read_tasks
 
 RULES_SHOWN = 200
@@ -280,3 +280,32 @@ class OutputAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(CallbackDelivery)
+class CallbackDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log of completion callbacks: each POST's fate, and sending one again."""
+
+    list_display = [
+        "created", "job", "reason", "job_state", "url", "status", "attempts",
+        "last_status_code", "delivered_at",
+    ]  # fmt: skip
+    list_filter = ["status", "reason", "created"]
+    search_fields = ["job__id", "url", "job__owner__username"]
+    readonly_fields = [field.name for field in CallbackDelivery._meta.fields]
+    actions = ["send_again"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Send the selected callbacks again")
+    def send_again(self, request, queryset):
+        sent = 0
+        for delivery in queryset.select_related("job"):
+            try:
+                callbacks.resend(delivery.job)
+                sent += 1
+            except callbacks.NotFinished as exc:
+                self.message_user(request, f"{delivery.job_id}: {exc}", messages.WARNING)
+        if sent:
+            self.message_user(request, f"{sent} callback(s) sent again.", messages.SUCCESS)

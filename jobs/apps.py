@@ -9,4 +9,5 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the deploy checks)
+        from . import callbacks, checks  # noqa: F401  (callbacks listen for finished jobs;
+        # checks registers the deploy checks)

@@ -11,9 +11,18 @@ log = logging.getLogger(__name__)
 
 RUN_JOB = "jobs.run_job"
 RECOVER = "jobs.recover"
+DELIVER_CALLBACK = "jobs.deliver_callback"
+SWEEP_CALLBACKS = "jobs.sweep_callbacks"
 # The controllers' queue (`celery worker -Q lmweb-jobs`); every other task goes to the default
 # queue. CELERY_TASK_ROUTES names it too, for the messages Celery itself sends again (retries).
 JOB_QUEUE = "lmweb-jobs"
+
+
+def send_callback(delivery_id, countdown: float = 0) -> None:
+    """Publish one callback delivery (to the housekeeper's default queue)."""
+    app.send_task(
+        DELIVER_CALLBACK, args=[str(delivery_id)], countdown=max(0.0, countdown), retry=True
+    )
 
 
 def send_run_job(job_id) -> None:

@@ -5,7 +5,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.dispatch import Signal
 from django.utils import timezone
+
+# Sent after a job's state moved to a finished one (COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR,
+# CANCELED), with `pk` and `state`: completion callbacks (jobs/callbacks.py) listen.
+job_finished = Signal()
 
 
 class Dataset(models.Model):
@@ -131,6 +136,8 @@ class Job(models.Model):
     # A client's Idempotency-Key and the digest of the body it came with: a retried POST returns
     # the job it already made.
     idempotency_key = models.CharField(max_length=200, blank=True)
+    # Called when the job finishes (jobs/callbacks.py); empty: no callback.
+    callback_url = models.CharField(max_length=2000, blank=True)
     request_digest = models.CharField(max_length=64, blank=True)
     # The Work Queue manager of the makeflow running now (its project name, width suffix
     # included, and port), set at each start: the worker pool serves only managers known here,
@@ -197,6 +204,8 @@ class Job(models.Model):
         changed = cls.objects.filter(pk=pk, state__in=sources, **(where or {})).update(
             state=target, **cls.stamped(target, fields)
         )
+        if changed == 1 and target in FINISHED_STATES:
+            job_finished.send(sender=cls, pk=pk, state=target)
         return changed == 1
 
     def transition(self, target: str, *, expect: str | None = None, **fields) -> None:
@@ -251,3 +260,56 @@ class Output(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class CallbackSecret(models.Model):
+    """A user's own key for the HMAC-SHA256 signature of their completion callbacks."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="callback_secret"
+    )
+    secret = models.CharField(max_length=100)
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"callback secret of {self.user}"
+
+
+class CallbackDelivery(models.Model):
+    """One completion callback: a POST of the finished job's document to its callback_url,
+    retried with back-off until the receiver answers 2xx (at least once) or the attempts run out.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="callbacks")
+    # "finished": sent because the job finished (once per finish); "resend": asked for again.
+    reason = models.CharField(max_length=20, default="finished")
+    job_state = models.CharField(max_length=20)
+    job_finished_at = models.DateTimeField(null=True)
+    url = models.CharField(max_length=2000)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now, db_index=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name_plural = "callback deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "job_finished_at"],
+                condition=models.Q(reason="finished"),
+                name="one_callback_per_finish",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} -> {self.url} ({self.status}, {self.attempts} attempts)"

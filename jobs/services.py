@@ -143,6 +143,7 @@ def job_submit(*, owner: AbstractBaseUser, payload, idempotency_key: str = "") -
                 workflow=valid.workflow.name,
                 name=valid.request["name"],
                 tags=valid.request["tags"],
+                callback_url=valid.request.get("callback_url", ""),
                 request=valid.request,
                 idempotency_key=idempotency_key,
                 request_digest=digest,

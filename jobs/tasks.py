@@ -6,7 +6,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
-from . import dispatch, services
+from . import callbacks, dispatch, services
 from .execution import controller, handback
 from .limits import OverLimit
 
@@ -25,6 +25,16 @@ def run_job(self, job_id: str) -> None:
 @shared_task(name=dispatch.RECOVER, ignore_result=True)
 def recover() -> dict[str, int]:
     return services.jobs_recover()
+
+
+@shared_task(name=dispatch.DELIVER_CALLBACK, acks_late=True, ignore_result=True)
+def deliver_callback(delivery_id: str) -> str:
+    return callbacks.deliver(delivery_id)
+
+
+@shared_task(name=dispatch.SWEEP_CALLBACKS, ignore_result=True)
+def sweep_callbacks() -> dict[str, int]:
+    return callbacks.sweep()
 
 
 @worker_shutting_down.connect

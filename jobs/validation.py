@@ -12,7 +12,7 @@ from jsonschema.validators import extend
 
 import translators
 
-from . import inspection
+from . import callbacks, inspection
 from .models import Dataset
 
 # Deeply nested or huge requests are refused before the schema walks them.
@@ -221,6 +221,13 @@ def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
     if errors:
         raise RequestInvalid(errors)
 
+    callback_url = payload.get("callback_url", "")
+    if callback_url:
+        try:
+            callbacks.check_url(callback_url, resolve=False)
+        except callbacks.Refused as exc:
+            raise RequestInvalid({"callback_url": [str(exc)]}) from None
+
     params = workflow.with_defaults(payload.get("params", {}))
     _check_name_resolver(params)
     facts = _inspect(workflow, inputs, params)
@@ -234,6 +241,8 @@ def validate_request(payload, *, datasets: QuerySet[Dataset]) -> ValidRequest:
         "params": params,
         "tags": payload.get("tags", {}),
     }
+    if callback_url:
+        request["callback_url"] = callback_url
     return ValidRequest(workflow=workflow, request=request, inputs=inputs)
 
 

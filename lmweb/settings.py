@@ -300,6 +300,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(RECOVER_SECONDS),
         "options": {"expires": max(1, RECOVER_SECONDS - 1)},
     },
+    # Callbacks whose message was lost (a broker or worker crash) are sent again from the table.
+    "sweep-callbacks": {
+        "task": "jobs.sweep_callbacks",
+        "schedule": float(RECOVER_SECONDS),
+        "options": {"expires": max(1, RECOVER_SECONDS - 1)},
+    },
 }
 
 # Downloads (outputs, packages): empty, Django streams the file itself (`make run`); a path such
@@ -413,6 +419,14 @@ LMWEB_WES_ORGANIZATION_URL = env_url(
     "LMWEB_ORGANIZATION_URL", "https://lifemapper.org", {"http", "https"}
 )
 LMWEB_WES_AUTH_INSTRUCTIONS_URL = env_str("LMWEB_AUTH_INSTRUCTIONS_URL", "")
+
+# Completion callbacks (issue 17): a POST to the job's callback_url when it finishes, signed with
+# the owner's secret, retried with back-off (RETRY_SECONDS, doubling, at most an hour) up to
+# ATTEMPTS times. Private, loopback and link-local addresses are refused unless allowed here.
+CALLBACK_ALLOW_PRIVATE = env_bool("LMWEB_CALLBACK_ALLOW_PRIVATE", False)
+CALLBACK_ATTEMPTS = env_int("LMWEB_CALLBACK_ATTEMPTS", 8, minimum=1, maximum=100)
+CALLBACK_RETRY_SECONDS = env_int("LMWEB_CALLBACK_RETRY_SECONDS", 10, minimum=1, maximum=3600)
+CALLBACK_TIMEOUT_SECONDS = env_int("LMWEB_CALLBACK_TIMEOUT", 10, minimum=1, maximum=300)
 
 # --- Contain makeflow (issue 11, item 5). Each makeflow runs in bubblewrap, where only its job
 # folder can be written: CCTools 9.9's manager writes a returned output wherever the worker's

@@ -129,6 +129,14 @@ class Workflow:
                     "additionalProperties": {"type": "string", "maxLength": 256},
                     "description": "Free labels (key to string) for finding jobs later.",
                 },
+                "callback_url": {
+                    "type": "string",
+                    "maxLength": 2000,
+                    "pattern": "^https?://",
+                    "description": (
+                        "Called (POST, signed with your callback secret) when the job finishes."
+                    ),
+                },
             },
             "required": required,
             "additionalProperties": False,

@@ -9,7 +9,7 @@ from rest_framework.reverse import reverse
 from rest_framework.settings import api_settings
 
 from .. import inspection, ops, validation
-from ..models import Dataset, Job, Output
+from ..models import CallbackDelivery, Dataset, Job, Output
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -342,3 +342,24 @@ class TaskSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
     stdout = serializers.CharField(allow_blank=True, help_text="The last 4 KB of standard output.")
     stderr = serializers.CharField(allow_blank=True, help_text="The last 4 KB of standard error.")
+
+
+class CallbackDeliverySerializer(serializers.ModelSerializer):
+    """One completion callback: where, why, and what became of it."""
+
+    class Meta:
+        model = CallbackDelivery
+        fields = [
+            "id",
+            "reason",
+            "job_state",
+            "url",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "created",
+            "delivered_at",
+        ]
+        read_only_fields = fields

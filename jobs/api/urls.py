@@ -3,7 +3,13 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from .views import DatasetViewSet, JobViewSet, ServiceInfoView, WorkflowViewSet
+from .views import (
+    CallbackSecretView,
+    DatasetViewSet,
+    JobViewSet,
+    ServiceInfoView,
+    WorkflowViewSet,
+)
 
 router = DefaultRouter()
 router.register("jobs", JobViewSet, basename="job")
@@ -12,6 +18,7 @@ router.register("workflows", WorkflowViewSet, basename="workflow")
 
 urlpatterns = [
     path("service-info/", ServiceInfoView.as_view(), name="service-info"),
+    path("callback-secret/", CallbackSecretView.as_view(), name="callback-secret"),
     path(
         "jobs/<uuid:pk>/outputs/<path:path>",
         JobViewSet.as_view({"get": "output_file"}),

@@ -26,13 +26,15 @@ import lmweb
 import translators
 from lmweb.logs import job_context
 
+from .. import callbacks as job_callbacks
 from .. import metrics, ops, services
 from ..execution.folder import JobFolder
 from ..models import Dataset, Job, Output, State
 from ..versions import tool_versions
-from .errors import PayloadTooLarge
+from .errors import ConflictError, PayloadTooLarge
 from .filters import UtcIsoDateTimeFilter
 from .serializers import (
+    CallbackDeliverySerializer,
     DatasetSerializer,
     DatasetUploadSerializer,
     JobRequestSerializer,
@@ -212,6 +214,28 @@ class JobViewSet(
         job = services.job_cancel(job=self.get_object())
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        request=None,
+        responses={200: CallbackDeliverySerializer(many=True), 202: CallbackDeliverySerializer},
+        description=(
+            "GET: the job's completion callbacks and what became of each. POST: send the "
+            "callback of a finished job again (202)."
+        ),
+    )
+    @action(detail=True, methods=["get", "post"])
+    def callbacks(self, request, pk=None):
+        job = self.get_object()
+        if request.method == "POST":
+            try:
+                delivery = job_callbacks.resend(job)
+            except job_callbacks.NotFinished as exc:
+                raise ConflictError(str(exc)) from None
+            return Response(
+                CallbackDeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED
+            )
+        page = self.paginate_queryset(job.callbacks.all())
+        return self.get_paginated_response(CallbackDeliverySerializer(page, many=True).data)
+
     @extend_schema(responses={200: TaskSerializer(many=True)})
     @action(detail=True, methods=["get"])
     def tasks(self, request, pk=None):
@@ -348,6 +372,31 @@ class ServiceInfoView(APIView):
                 },
             }
         )
+
+
+class CallbackSecretView(APIView):
+    """Your key for the signature of your completion callbacks: GET shows it (made on first
+    use), POST replaces it. A receiver checks `X-Lmweb-Signature` (`sha256=` and the hex
+    HMAC-SHA256, with this key, of `X-Lmweb-Timestamp`, a dot, and the body)."""
+
+    def _answer(self, secret: str, code=status.HTTP_200_OK) -> Response:
+        return Response(
+            {
+                "secret": secret,
+                "header": "X-Lmweb-Signature",
+                "signed": "<X-Lmweb-Timestamp>.<body>",
+                "algorithm": "HMAC-SHA256, hex, prefixed sha256=",
+            },
+            status=code,
+        )
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return self._answer(job_callbacks.secret_for(request.user))
+
+    @extend_schema(request=None, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request):
+        return self._answer(job_callbacks.rotate_secret(request.user), status.HTTP_201_CREATED)
 
 
 @extend_schema(exclude=True)

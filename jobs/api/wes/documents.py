@@ -138,6 +138,9 @@ def run_request(fields, known_workflows: Iterable[str], engine_versions: Iterabl
         if not isinstance(value, str):
             raise BadRequest(f"workflow_engine_parameters.{key}: expected a string")
     request = {"workflow": workflow, "inputs": params.get("inputs", {}), "tags": tags}
+    # WES has no field for it: a `callback_url` tag asks for a completion callback.
+    if tags.get("callback_url"):
+        request["callback_url"] = tags["callback_url"]
     if "params" in params:
         request["params"] = params["params"]
     if engine_parameters.get("name"):
@@ -152,6 +155,7 @@ _FIELD_NAMES = {
     "params": "workflow_params.params",
     "name": "workflow_engine_parameters.name",
     "files": "workflow_attachment",
+    "callback_url": "tags.callback_url",
 }
 
 
