@@ -38,15 +38,20 @@ from pathlib import Path
 
 # `import lmpy` imports every lmpy command-line tool, and matplotlib's pyplot through them: 0.65 s
 # of a chunk's 1 s start, paid by each of a 10,000-randomization job's 59 chunks (B9). A chunk
-# runs none of the tools: an empty module stands in for the package, so importing lmpy skips it.
-sys.modules.setdefault("lmpy.tools", types.ModuleType("lmpy.tools"))
+# runs none of the tools: run as a rule, an empty package stands in for lmpy.tools, so importing
+# lmpy skips the tools' __init__ (a tool module can still be imported from it by name).
+if __name__ == "__main__":
+    _lmpy = importlib.util.find_spec("lmpy")
+    _tools = types.ModuleType("lmpy.tools")
+    _tools.__path__ = [str(Path(_lmpy.submodule_search_locations[0]) / "tools")]
+    sys.modules.setdefault("lmpy.tools", _tools)
 
-import numpy as np  # noqa: E402
-from lmpy.data_wrangling.factory import WranglerFactory  # noqa: E402
-from lmpy.matrix import Matrix  # noqa: E402
-from lmpy.randomize.grady import grady_randomize  # noqa: E402
-from lmpy.statistics.significance import PermutationTests  # noqa: E402
-from lmpy.tree import TreeWrapper  # noqa: E402
+import numpy as np
+from lmpy.data_wrangling.factory import WranglerFactory
+from lmpy.matrix import Matrix
+from lmpy.randomize.grady import grady_randomize
+from lmpy.statistics.significance import PermutationTests
+from lmpy.tree import TreeWrapper
 
 
 def wrangle_matrix(matrix, wranglers):
