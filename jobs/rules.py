@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from django.core import signing
+
 from .cctools import log as makeflowlog
 from .execution.folder import JobFolder, tail
 from .models import Job
@@ -39,6 +41,20 @@ def read_tasks(job: Job) -> list[dict]:
 
 
 STREAMS = ("stdout", "stderr")
+_LIVE_LOG_SALT = "lmweb.live-log"
+
+
+def live_log_token(job_id) -> str:
+    """The token a job's rules send their output with (the same for every rule and attempt of
+    the job, so the makeflow file stays the same when a stage is written again)."""
+    return signing.Signer(salt=_LIVE_LOG_SALT).sign(str(job_id))
+
+
+def live_log_token_valid(job_id, token: str) -> bool:
+    try:
+        return signing.Signer(salt=_LIVE_LOG_SALT).unsign(token) == str(job_id)
+    except signing.BadSignature:
+        return False
 
 
 def task_log_file(job: Job, stage: str, rule_id: str, stream: str) -> Path | None:
@@ -52,5 +68,8 @@ def task_log_file(job: Job, stage: str, rule_id: str, stream: str) -> Path | Non
         return None
     for rule in makeflowlog.read_rules(folder.root, folder.dag(stage)):
         if rule.rule == rule_id:
-            return folder.rule_log(stage, rule) / f"{rule.rule}.{stream}"
+            final = folder.rule_log(stage, rule) / f"{rule.rule}.{stream}"
+            live = folder.live_log(stage, rule_id, stream)
+            # Until the rule's own logs come back, what its guard sent while it ran.
+            return live if rule.state == "running" and live.exists() else final
     return None

@@ -1,9 +1,11 @@
 """The writers: every change to datasets and jobs goes through these functions."""
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -21,7 +23,16 @@ from django.utils import timezone
 
 from . import dispatch, formats, inspection, limits, rules
 from .execution.folder import JobFolder
-from .models import FINISHED_STATES, Dataset, IllegalTransition, Job, JobInput, Output, State
+from .models import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    Dataset,
+    IllegalTransition,
+    Job,
+    JobInput,
+    Output,
+    State,
+)
 from .validation import RequestInvalid, validate_request
 
 log = logging.getLogger(__name__)
@@ -41,6 +52,17 @@ class LostJob(Exception):
 
 class Canceled(Exception):
     """The user canceled the job while it ran."""
+
+
+class LiveLogRefused(Exception):
+    """A live log that is not taken: `status` is the HTTP answer, `size` what is kept so far."""
+
+    def __init__(self, message: str, status: int, size: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.size = status, size
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def visible_datasets(user: AbstractBaseUser) -> QuerySet[Dataset]:
@@ -470,6 +492,35 @@ def job_task_log(*, job: Job, task: str, stream: str, offset: int, limit: int) -
             return handle.read(limit), size
     except FileNotFoundError:
         return b"", 0
+
+
+def job_live_log_append(
+    *, job_id, token: str, stage: str, rule_id: str, stream: str, offset: int, data: bytes
+) -> int:
+    """Keep what a running rule's guard sent of its output (live logs); the live log's size
+    after it. From offset 0 it starts over (a new attempt of the rule); from any other offset
+    that is not the size kept so far it is refused (409, with that size to go on from)."""
+    if not rules.live_log_token_valid(job_id, token):
+        raise LiveLogRefused("not this job's token", 403)
+    if stream not in rules.STREAMS or not _NAME.match(stage) or not _NAME.match(rule_id):
+        raise LiveLogRefused("no such stage, rule or stream", 400)
+    job = Job.objects.filter(pk=job_id).only("id", "state").first()
+    if job is None or job.state not in ACTIVE_STATES:
+        raise LiveLogRefused("the job is not running", 410)
+    path = JobFolder.of(job).live_log(stage, rule_id, stream)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # one writer at a time (web threads and processes)
+        size = os.fstat(handle.fileno()).st_size
+        if offset == 0 and size:
+            handle.truncate(0)
+            size = 0
+        if offset != size:
+            raise LiveLogRefused(f"the live log holds {size} bytes", 409, size)
+        if size + len(data) > settings.LIVE_LOG_MAX_BYTES:
+            raise LiveLogRefused("the live log is full", 413, size)
+        handle.write(data)
+        return size + len(data)
 
 
 def jobs_recover() -> dict[str, int]:

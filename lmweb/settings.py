@@ -428,6 +428,14 @@ CALLBACK_ATTEMPTS = env_int("LMWEB_CALLBACK_ATTEMPTS", 8, minimum=1, maximum=100
 CALLBACK_RETRY_SECONDS = env_int("LMWEB_CALLBACK_RETRY_SECONDS", 10, minimum=1, maximum=3600)
 CALLBACK_TIMEOUT_SECONDS = env_int("LMWEB_CALLBACK_TIMEOUT", 10, minimum=1, maximum=300)
 
+# Live logs (issue 17): the web service as the workers reach it; each rule's guard sends its
+# output there while it runs. Empty: no live logs (a rule's output is read once it has ended).
+# `make run` and the tests' stacks serve the web on LMWEB_PORT of this machine.
+_WEB_PORT = env_str("LMWEB_PORT", "")
+_LOCAL_WEB = f"http://127.0.0.1:{_WEB_PORT}" if _WEB_PORT.isdigit() else ""
+LIVE_LOG_URL = env_str("LMWEB_LOG_URL", _LOCAL_WEB).rstrip("/")
+LIVE_LOG_MAX_BYTES = env_size("LMWEB_LIVE_LOG_MAX_BYTES", 16 * 1024**2)
+
 # --- Contain makeflow (issue 11, item 5). Each makeflow runs in bubblewrap, where only its job
 # folder can be written: CCTools 9.9's manager writes a returned output wherever the worker's
 # reply names it. On by default when /usr/bin/bwrap (Debian's bubblewrap, the one

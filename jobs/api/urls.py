@@ -7,6 +7,7 @@ from .views import (
     CallbackSecretView,
     DatasetViewSet,
     JobViewSet,
+    LiveLogView,
     ServiceInfoView,
     WorkflowViewSet,
 )
@@ -19,6 +20,11 @@ router.register("workflows", WorkflowViewSet, basename="workflow")
 urlpatterns = [
     path("service-info/", ServiceInfoView.as_view(), name="service-info"),
     path("callback-secret/", CallbackSecretView.as_view(), name="callback-secret"),
+    path(
+        "live-logs/<uuid:job_id>/<str:stage>/<str:rule>",
+        LiveLogView.as_view(),
+        name="live-log",
+    ),
     path(
         "jobs/<uuid:pk>/outputs/<path:path>",
         JobViewSet.as_view({"get": "output_file"}),

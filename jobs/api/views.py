@@ -17,7 +17,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, parsers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
@@ -372,6 +372,41 @@ class ServiceInfoView(APIView):
                 },
             }
         )
+
+
+class LiveLogView(APIView):
+    """Where a running rule's guard sends its output (jobs/sandbox/guard.py, LogShipper): the
+    job's own token (`Authorization: LiveLog <token>`), not a user's; the raw bytes, appended
+    at `offset`. Not part of the public API."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    @extend_schema(exclude=True)
+    def post(self, request, job_id, stage, rule):
+        kind, _, token = request.headers.get("Authorization", "").partition(" ")
+        offset = request.query_params.get("offset", "")
+        if kind != "LiveLog" or not offset.isdigit() or len(offset) > 18:
+            return HttpResponse(status=400)
+        try:
+            size = services.job_live_log_append(
+                job_id=job_id,
+                token=token,
+                stage=stage,
+                rule_id=rule,
+                stream=request.query_params.get("stream", ""),
+                offset=int(offset),
+                data=request.body,
+            )
+        except services.LiveLogRefused as exc:
+            response = HttpResponse(str(exc), status=exc.status, content_type="text/plain")
+            if exc.size is not None:
+                response["X-Log-Size"] = str(exc.size)
+            return response
+        response = HttpResponse(status=204)
+        response["X-Log-Size"] = str(size)
+        return response
 
 
 class CallbackSecretView(APIView):

@@ -18,7 +18,7 @@ from lmweb.logs import job_context
 from translators.base import canonical_json
 from translators.makeflow import size_rules
 
-from .. import sandbox, services
+from .. import rules, sandbox, services
 from ..cctools import log as makeflowlog
 from ..cctools import makeflow, projects
 from ..models import Job, State
@@ -99,7 +99,7 @@ def _run(job: Job, me: str, folder: JobFolder) -> None:
         planned = plan_next(job, workflow, inputs, done, produced)
         if planned is None:
             break
-        stage = write_stage(folder, planned)
+        stage = write_stage(folder, planned, job_id=job.id)
         result = _run_stage(job, me, folder, stage, rules_before=totals)
         if result.outcome != "success":
             detail = makeflowlog.failure_detail(folder.root, stage.dag)
@@ -139,8 +139,22 @@ def stage_inputs(job: Job, folder: JobFolder) -> dict[str, str | list[str]]:
     return workflow.check_staged(job.request, staged)
 
 
-def write_stage(folder: JobFolder, planned) -> WrittenStage:
-    """Write a planned stage, each rule sized to its inputs, with the sandbox's files."""
+def live_log_environment(document: dict, job_id, stage: str) -> dict:
+    """Each rule's guard gets where to send its output while it runs, and the job's token."""
+    if not settings.LIVE_LOG_URL or job_id is None:
+        return document
+    extra = {
+        "LMWEB_LOG_URL": f"{settings.LIVE_LOG_URL}/api/v1/live-logs/{job_id}/{stage}/",
+        "LMWEB_LOG_TOKEN": rules.live_log_token(job_id),
+    }
+    for rule in document.get("rules", []):
+        rule["environment"] = {**rule.get("environment", {}), **extra}
+    return document
+
+
+def write_stage(folder: JobFolder, planned, job_id=None) -> WrittenStage:
+    """Write a planned stage, each rule sized to its inputs, with the sandbox's files (and,
+    given the job's id, where its rules send their live logs)."""
     sandbox.write_files(folder.root)
     names = {
         entry if isinstance(entry, str) else entry["dag_name"]
@@ -153,6 +167,7 @@ def write_stage(folder: JobFolder, planned) -> WrittenStage:
         max_memory=settings.LMWEB_RULE_MAX_MEMORY_MB,
         max_disk=settings.LMWEB_RULE_MAX_DISK_MB,
     )
+    document = live_log_environment(document, job_id, planned.name)
     stage, changed = folder.write_stage(
         planned.name, document, canonical_json(document), planned.files
     )

@@ -109,6 +109,10 @@ class JobFolder:
     def log_paths(self, stage: str) -> makeflowlog.LogPaths:
         return makeflowlog.LogPaths(self.root, self.dag(stage))
 
+    def live_log(self, stage: str, rule_id: str, stream: str) -> Path:
+        """What a running rule's guard has sent of its stdout or stderr (live logs)."""
+        return self.root / "live-logs" / stage / f"{rule_id}.{stream}"
+
     def rule_log(self, stage: str, rule) -> Path:
         """Where a rule's stdout/stderr tails live; a failed rule's outputs, its logs included,
         are moved to makeflow.failed.<node>/."""

@@ -103,7 +103,7 @@ def build_package(folder: JobFolder, manifest: dict, stages: list[str] | None = 
         if folder.crate.is_file():
             archive.write(folder.crate, rocrate.METADATA)
         for stage in stages or []:
-            archive.write(folder.root / folder.dag(stage), rocrate.workflow_path(stage))
+            archive.writestr(rocrate.workflow_path(stage), _workflow_text(folder, stage))
         for entry in manifest["outputs"]:
             source = folder.output(entry["path"])
             stored = Path(entry["path"]).suffix.lower() in STORED_SUFFIXES
@@ -114,6 +114,19 @@ def build_package(folder: JobFolder, manifest: dict, stages: list[str] | None = 
             )
     temporary.replace(target)
     return target
+
+
+# The service's own plumbing in a rule's environment, not part of the workflow a reader reruns
+# (the live-log token would let its holder write into the job's live logs).
+PLUMBING = ("LMWEB_LOG_URL", "LMWEB_LOG_TOKEN")
+
+
+def _workflow_text(folder: JobFolder, stage: str) -> str:
+    document = json.loads((folder.root / folder.dag(stage)).read_text())
+    for rule in document.get("rules", []):
+        for name in PLUMBING:
+            rule.get("environment", {}).pop(name, None)
+    return json.dumps(document, indent=1, sort_keys=True) + "\n"
 
 
 def _inputs(job: Job) -> list[dict]:

@@ -17,7 +17,9 @@ task's sandbox folder, with the standard library only. It:
   ``auto`` (the default: sandbox when bubblewrap works here) or ``off``;
 - puts ``fence/`` beside this file on ``PYTHONPATH``: its ``sitecustomize`` limits every Python
   process of the rule to the GDAL drivers and virtual file systems that the rule's category
-  names (``LMWEB_GDAL_DRIVERS``, ``LMWEB_GDAL_VSI``).
+  names (``LMWEB_GDAL_DRIVERS``, ``LMWEB_GDAL_VSI``);
+- sends the rule's output to the service while it runs (``LMWEB_LOG_URL``, ``LMWEB_LOG_TOKEN``:
+  LogShipper), for live logs; the rule itself never sees the token.
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ EXIT_DISK = 153
 EXIT_TIME = 124
 EXIT_SANDBOX = 126
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# Live logs: a rule running this long starts sending its stdout and stderr as they grow, every
+# SHIP_EVERY seconds, at most SHIP_MAX bytes a stream at a time; FAILURES_MAX failures in a row
+# and it stops trying (the logs still come back with the rule's outputs).
+SHIP_AFTER = 2.0
+SHIP_EVERY = 2.0
+SHIP_MAX = 256 * 1024
+FAILURES_MAX = 3
+STREAMS = ("stdout", "stderr")
 
 
 def _stat_fields(pid: int) -> tuple[int, int, int] | None:
@@ -234,6 +244,9 @@ def child_environment(folder: str, here: str) -> dict[str, str]:
     env["GDAL_HTTP_PROXY"] = "127.0.0.1:9"
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         env.pop(name, None)
+    # The job's log token is the guard's, not the rule's.
+    for name in ("LMWEB_LOG_URL", "LMWEB_LOG_TOKEN"):
+        env.pop(name, None)
     return env
 
 
@@ -286,9 +299,79 @@ def _ended(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if done else None
 
 
-def supervise(pid: int, *, folder, memory_mb, disk_mb, seconds, log, rule) -> int:
+class LogShipper:
+    """Sends a running rule's stdout and stderr (``logs/<rule>.stdout``, ``.stderr`` in its
+    folder) to the service as they grow: ``POST <LMWEB_LOG_URL><rule>?stream=...&offset=N`` with
+    ``Authorization: LiveLog <LMWEB_LOG_TOKEN>``, the job's own token. The service keeps them
+    until the rule's logs come back with its outputs, for `GET /api/v1/jobs/<id>/tasks/<task>/log`.
+    Rules shorter than SHIP_AFTER send nothing; http.client is imported only when one does."""
+
+    def __init__(self, url: str, token: str, rule: str, folder: str, started: float) -> None:
+        self.url, self.token, self.rule, self.folder = url, token, rule, folder
+        self.offsets = dict.fromkeys(STREAMS, 0)
+        self.next = started + SHIP_AFTER
+        self.failures = 0
+
+    def tick(self, now: float) -> None:
+        if now < self.next or self.failures >= FAILURES_MAX:
+            return
+        for stream in STREAMS:
+            try:
+                with open(os.path.join(self.folder, "logs", f"{self.rule}.{stream}"), "rb") as f:
+                    f.seek(self.offsets[stream])
+                    data = f.read(SHIP_MAX)
+            except OSError:
+                continue
+            if data:
+                self._send(stream, data)
+        self.next = time.monotonic() + SHIP_EVERY
+
+    def _send(self, stream: str, data: bytes) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        connection = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        path = f"{parts.path.rstrip('/')}/{self.rule}?stream={stream}&offset={self.offsets[stream]}"
+        try:
+            conn = connection(parts.hostname, parts.port, timeout=1.0)
+            conn.request(
+                "POST",
+                path,
+                body=data,
+                headers={
+                    "Authorization": f"LiveLog {self.token}",
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+            answer = conn.getresponse()
+            answer.read()
+            size = answer.getheader("X-Log-Size")
+            conn.close()
+        except (OSError, http.client.HTTPException):
+            self.failures += 1
+            return
+        if 200 <= answer.status < 300:
+            self.offsets[stream] += len(data)
+            self.failures = 0
+        elif answer.status == 409 and size and size.isdigit():
+            self.offsets[stream] = int(size)  # the service has up to here: go on from there
+        else:
+            self.failures += 1
+
+
+def log_shipper(rule: str, folder: str, started: float) -> LogShipper | None:
+    url, token = os.environ.get("LMWEB_LOG_URL"), os.environ.get("LMWEB_LOG_TOKEN")
+    if not (url and token and os.environ.get("LMWEB_RULE")):
+        return None
+    return LogShipper(url, token, rule, folder, started)
+
+
+def supervise(pid: int, *, folder, memory_mb, disk_mb, seconds, log, rule, shipper=None) -> int:
     """Wait for the rule, killing it at the first limit it crosses; returns its exit code
-    (128 + N for a signal N, as a shell reports it)."""
+    (128 + N for a signal N, as a shell reports it). `shipper` sends its logs as they grow."""
     started = time.monotonic()
     next_disk = started + DISK_POLL
     memory = MemoryWatch(pid)
@@ -301,6 +384,8 @@ def supervise(pid: int, *, folder, memory_mb, disk_mb, seconds, log, rule) -> in
         if code is not None:
             return code if code >= 0 else 128 - code
         now = time.monotonic()
+        if shipper is not None:
+            shipper.tick(now)
         reason = None
         if memory_mb is not None:
             used = memory.resident(now)
@@ -374,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, stop)
     code = supervise(
         pid, folder=folder, memory_mb=memory_mb, disk_mb=disk_mb, seconds=seconds, log=log,
-        rule=rule,
+        rule=rule, shipper=log_shipper(rule, folder, time.monotonic()),
     )  # fmt: skip
     if code == 128 + signal.SIGXFSZ:
         _say(log, f"rule {rule} wrote a file over its limit of {disk_mb} MB (disk)")

@@ -107,7 +107,15 @@ def served(live):
     and the `live` user's token, for clients in other processes."""
     stack = live.stack
     if "web" not in stack.processes:
-        stack.start("web", "--timeout", "60", env={"DEBUG": "0", "LMWEB_HTTPS": "0"})
+        # Throttles high: the fuzzing of tests/integration/test_wes.py sends hundreds of
+        # requests, some without a token, and tests of other processes share the counts.
+        env = {
+            "DEBUG": "0",
+            "LMWEB_HTTPS": "0",
+            "LMWEB_THROTTLE_ANON": "1000000/hour",
+            "LMWEB_THROTTLE_USER": "1000000/hour",
+        }
+        stack.start("web", "--timeout", "60", env=env)
         wait_for(lambda: listening(stack.port), 60)
     token = Token.objects.get(user=live.user).key
     session = requests.Session()

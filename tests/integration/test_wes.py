@@ -154,8 +154,9 @@ def test_the_reference_wes_client_reads_runs_and_cancels_one(wes):
 
 # Status codes WES 1.1.0 leaves out that lmweb answers, each for a reason the native API shares:
 # a malformed page_token or page_size of ListTasks (400; the spec lists none for ListTasks), a
-# cancel of a finished run (409), an upload over the limit (413), a throttle (429).
-UNDOCUMENTED = {"ListTasks": {400}, "CancelRun": {409}, "RunWorkflow": {413, 429}}
+# cancel of a finished run (409), an upload over the limit (413). The throttles' 429 is left
+# out: the test's web server has them high (conftest.py, `served`).
+UNDOCUMENTED = {"ListTasks": {400}, "CancelRun": {409}, "RunWorkflow": {413}}
 FUZZ_EXAMPLES = 40
 
 
@@ -176,6 +177,36 @@ def test_every_answer_conforms_to_the_wes_document(wes):
     failures: list[str] = []
     ran: set[str] = set()
 
+    def check(operation, allowed, strategy):
+        @settings(
+            max_examples=FUZZ_EXAMPLES, derandomize=True, deadline=None, database=None,
+            suppress_health_check=list(HealthCheck), print_blob=False,
+        )  # fmt: skip
+        @given(case=strategy)
+        def run(case):
+            response = case.call(
+                base_url=base_url, session=wes.session, headers=dict(wes.session.headers),
+                timeout=60,
+            )  # fmt: skip
+            ran.add(operation.label)
+            where = f"{case.method} {case.formatted_path} {case.query}"
+            if response.status_code not in allowed:
+                failures.append(f"{response.status_code} undocumented: {where}")
+                return
+            try:
+                case.validate_response(
+                    response,
+                    checks=[
+                        not_a_server_error,
+                        content_type_conformance,
+                        response_schema_conformance,
+                    ],
+                )
+            except Exception as exc:  # every failure is listed, then asserted
+                failures.append(f"{where}: {str(exc)[:600]}")
+
+        return run
+
     for result in schema.get_all_operations():
         operation = result.ok()
         documented = {int(code) for code in operation.definition.raw["responses"]}
@@ -185,34 +216,6 @@ def test_every_answer_conforms_to_the_wes_document(wes):
             strategies.append(operation.as_strategy(path_parameters={"run_id": real_run}))
 
         for strategy in strategies:
-
-            @settings(
-                max_examples=FUZZ_EXAMPLES, derandomize=True, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck), print_blob=False,
-            )  # fmt: skip
-            @given(case=strategy)
-            def run(case, operation=operation, allowed=allowed):
-                response = case.call(
-                    base_url=base_url, session=wes.session, headers=dict(wes.session.headers),
-                    timeout=60,
-                )  # fmt: skip
-                ran.add(operation.label)
-                where = f"{case.method} {case.formatted_path} {case.query}"
-                if response.status_code not in allowed:
-                    failures.append(f"{response.status_code} undocumented: {where}")
-                    return
-                try:
-                    case.validate_response(
-                        response,
-                        checks=[
-                            not_a_server_error,
-                            content_type_conformance,
-                            response_schema_conformance,
-                        ],
-                    )
-                except Exception as exc:  # every failure is listed, then asserted
-                    failures.append(f"{where}: {str(exc)[:600]}")
-
-            run()
+            check(operation, allowed, strategy)()
     assert failures == [], "\n".join(failures[:20])
-    assert len(ran) == 7  # every operation of the document was exercised
+    assert len(ran) == 8  # every operation of the document was exercised

@@ -33,13 +33,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 
 
-def run_dag(procs, workdir, rules, *, category=None, guard=True, seconds=120, env=None):
+def run_dag(
+    procs, workdir, rules, *, category=None, guard=True, seconds=120, env=None, rule_env=None
+):
     """Run `rules` (all in one category) to the end; returns the rules' records."""
     category = category or Category(cores=1, memory=512, disk=512)
     document = {
         "categories": {"c": category.render()},
         "default_category": "c",
-        "rules": [{**rule, "category": "c", "environment": {"LMWEB_RULE": rule["id"]}}
+        "rules": [{**rule, "category": "c",
+                   "environment": {"LMWEB_RULE": rule["id"], **(rule_env or {})}}
                   for rule in rules],
     }  # fmt: skip
     for rule in document["rules"]:
@@ -331,3 +334,60 @@ def test_the_sandbox_probe_tries_the_sandbox_the_rules_get(tmp_path):
     workspace.mkdir()
     assert guard.bwrap_works(sandbox, str(workspace)) is True
     assert (workspace / ".lmweb-bwrap").read_text() == "yes"
+
+
+class _LogReceiver(http.server.BaseHTTPRequestHandler):
+    """The service's live-log endpoint, as far as a guard sees it: records each POST."""
+
+    received: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((time.monotonic(), self.path, dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_running_rule_sends_its_output_as_it_grows_and_never_sees_the_token(procs, tmp_path):
+    _LogReceiver.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LogReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/api/v1/live-logs/j/main/"
+    write_script(
+        tmp_path,
+        "talk",
+        """
+        import os, sys, time
+        for n in range(9):
+            print(f"line {n}", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+        print("token seen:", "LMWEB_LOG_TOKEN" in os.environ, "LMWEB_LOG_URL" in os.environ)
+        open("done.txt", "w").write("ok")
+        """,
+    )
+    try:
+        rules = run_dag(
+            procs, tmp_path, [python_rule("talk", "", ["done.txt"])],
+            rule_env={"LMWEB_LOG_URL": url, "LMWEB_LOG_TOKEN": "job-token"},
+        )  # fmt: skip
+        ended = time.monotonic()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rules["talk"].state == "complete"
+    received = [r for r in _LogReceiver.received if "stream=stderr" in r[1]]
+    assert received, "nothing was sent while the rule ran"
+    # Sent while it ran (the rule lasts 4.5 s; the first after SHIP_AFTER), in order, whole.
+    assert received[0][0] < ended - 1.0
+    assert all(r[1].startswith("/api/v1/live-logs/j/main/talk?") for r in received)
+    assert all(r[2]["Authorization"] == "LiveLog job-token" for r in received)
+    offsets = [int(r[1].rsplit("offset=", 1)[1]) for r in received]
+    sent = b"".join(r[3] for r in received)
+    assert offsets[0] == 0 and offsets == sorted(offsets)
+    final = (tmp_path / "logs" / "talk.stderr").read_bytes()
+    assert final.startswith(sent) and b"line 0" in sent
+    stdout = (tmp_path / "logs" / "talk.stdout").read_text()
+    assert "token seen: False False" in stdout

@@ -22,6 +22,17 @@ CATEGORIES = {
 # A task that fills memory, then sleeps: python3 -c FILL MEGABYTES SECONDS.
 FILL = "import sys, time; held = b'x' * (int(sys.argv[1]) << 20); time.sleep(float(sys.argv[2]))"
 
+# A task that says how far it is on stderr, every second: python3 -c PROGRESS SECONDS (the
+# live logs show it while it runs).
+PROGRESS = """import sys, time
+seconds = float(sys.argv[1])
+start = time.monotonic()
+while (done := time.monotonic() - start) < seconds:
+    print(f"selftest: {done:.0f} of {seconds:g} s", file=sys.stderr, flush=True)
+    time.sleep(min(1.0, seconds - done))
+print(f"selftest: {seconds:g} s done", file=sys.stderr, flush=True)
+"""
+
 # A failing task says so on stderr, as a real tool would, then exits non-zero.
 FAIL = Command(("sh", "-c", "echo 'selftest: this task fails on purpose' >&2; exit 3"))
 
@@ -68,6 +79,13 @@ class SelfTest(Workflow):
                     "tasks are killed and the job fails naming the limit."
                 ),
             },
+            "progress": {
+                "type": "boolean",
+                "description": (
+                    "Each task says how far it is on stderr every second (see a running "
+                    "task's log grow: GET /api/v1/jobs/{id}/tasks/{task}/log). No memory_mb."
+                ),
+            },
             "fail": {
                 "type": "integer",
                 "minimum": 0,
@@ -96,6 +114,8 @@ class SelfTest(Workflow):
         sleep = _seconds_arg(params["seconds"])
         memory = params.get("memory_mb", 0)
         work = ["python3", "-c", FILL, str(memory), sleep] if memory else ["sleep", sleep]
+        if params.get("progress"):
+            work = ["python3", "-c", PROGRESS, sleep]
         first_failing = tasks - min(params.get("fail", 0), tasks) + 1
         width = max(5, len(str(tasks)))
         rules = []
