@@ -49,13 +49,19 @@ class TestSubmit:
         }
         job = Job.objects.get(pk=body["id"])
         assert job.owner == api.user
-        assert job.request["params"] == {"tasks": 3, "seconds": 0, "fail": 0, "memory_mb": 0}
+        assert job.request["params"] == {
+            "tasks": 3,
+            "seconds": 0,
+            "fail": 0,
+            "memory_mb": 0,
+            "progress": False,
+        }
 
     def test_it_fills_in_defaults(self, api):
         response = api.post("/api/v1/jobs/", {"workflow": "selftest"})
         assert response.status_code == 201, response.content
         params = response.json()["request"]["params"]
-        assert set(params) == {"tasks", "seconds", "fail", "memory_mb"}
+        assert set(params) == {"tasks", "seconds", "fail", "memory_mb", "progress"}
 
     def test_it_records_the_input_datasets(self, api, pam_dataset, tree_dataset):
         request = pam_request(pam_dataset["id"])

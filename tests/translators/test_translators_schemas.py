@@ -95,6 +95,7 @@ def test_with_defaults_fills_only_what_is_missing():
         "seconds": 1,
         "fail": 0,
         "memory_mb": 0,
+        "progress": False,
     }
 
 

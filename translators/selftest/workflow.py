@@ -81,6 +81,7 @@ class SelfTest(Workflow):
             },
             "progress": {
                 "type": "boolean",
+                "default": False,
                 "description": (
                     "Each task says how far it is on stderr every second (see a running "
                     "task's log grow: GET /api/v1/jobs/{id}/tasks/{task}/log). No memory_mb."
@@ -103,7 +104,7 @@ class SelfTest(Workflow):
     example = {
         "workflow": "selftest",
         "name": "Ten one-second tasks",
-        "params": {"tasks": 10, "seconds": 1, "fail": 0, "memory_mb": 0},
+        "params": {"tasks": 10, "seconds": 1, "fail": 0, "memory_mb": 0, "progress": False},
         "tags": {"purpose": "health-check"},
     }
 
