@@ -79,3 +79,25 @@ def exception_handler(exc, context):
         fields = ", ".join(sorted(errors))
         response.data = {"detail": f"Invalid request: {fields}", "errors": errors}
     return response
+
+
+def _lines(errors, prefix: str, rename) -> list[str]:
+    if isinstance(errors, dict):
+        lines = []
+        for key, value in errors.items():
+            lines += _lines(value, f"{prefix}.{key}" if prefix else str(key), rename)
+        return lines
+    if isinstance(errors, list):
+        return [line for item in errors for line in _lines(item, prefix, rename)]
+    return [f"{rename(prefix)}: {errors}" if prefix else str(errors)]
+
+
+def one_message(data, rename=lambda field: field) -> str:
+    """This handler's body (`{"detail", "errors"}`, or DRF's own) as one line for the standards'
+    error documents (WES's `msg`, OGC's `detail`), each field named by `rename`: the native
+    API's field as the standard's request names it."""
+    if isinstance(data, dict) and "errors" in data:
+        return "Invalid request: " + "; ".join(_lines(data["errors"], "", rename))
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])
+    return "; ".join(_lines(data, "", rename))

@@ -21,6 +21,7 @@ import translators
 from ... import services
 from ...models import Job, Output
 from ..errors import exception_handler as native_exception_handler
+from ..errors import one_message
 from ..renderers import JSONRenderer
 from ..throttles import ScopedRateThrottle, UserRateThrottle
 from . import documents
@@ -48,17 +49,6 @@ _KINDS = {
 }
 
 
-def _messages(errors, prefix: str = "") -> list[str]:
-    if isinstance(errors, dict):
-        lines = []
-        for key, value in errors.items():
-            lines += _messages(value, f"{prefix}.{key}" if prefix else str(key))
-        return lines
-    if isinstance(errors, list):
-        return [line for item in errors for line in _messages(item, prefix)]
-    return [f"{documents.field_name(prefix)}: {errors}" if prefix else str(errors)]
-
-
 def exception_handler(exc, context):
     """The native API's answer to every error, as an OGC exception."""
     if isinstance(exc, BadRequest):
@@ -68,13 +58,7 @@ def exception_handler(exc, context):
     response = native_exception_handler(exc, context)
     if response is None:
         return None
-    data = response.data
-    if isinstance(data, dict) and "errors" in data:
-        detail = "Invalid request: " + "; ".join(_messages(data["errors"]))
-    elif isinstance(data, dict) and "detail" in data:
-        detail = str(data["detail"])
-    else:
-        detail = "; ".join(_messages(data))
+    detail = one_message(response.data, documents.field_name)
     response.data = documents.exception(
         kind, response.status_text or "Error", response.status_code, detail
     )

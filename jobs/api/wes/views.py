@@ -24,23 +24,11 @@ from ... import services
 from ...models import Job
 from ...versions import tool_versions
 from ..errors import exception_handler as native_exception_handler
+from ..errors import one_message
 from ..renderers import JSONRenderer
 from ..throttles import ScopedRateThrottle, UserRateThrottle
 from . import documents
 from .documents import BadRequest
-
-
-def _messages(errors, prefix: str = "") -> list[str]:
-    """A native error body's {field: [messages]} (nested or not) as "field: message" lines."""
-    if isinstance(errors, dict):
-        lines = []
-        for key, value in errors.items():
-            lines += _messages(value, f"{prefix}.{key}" if prefix else str(key))
-        return lines
-    if isinstance(errors, list):
-        return [line for item in errors for line in _messages(item, prefix)]
-    name = documents.field_name(prefix) if prefix else ""
-    return [f"{name}: {errors}" if name else str(errors)]
 
 
 def exception_handler(exc, context):
@@ -50,13 +38,7 @@ def exception_handler(exc, context):
     response = native_exception_handler(exc, context)
     if response is None:
         return None
-    data = response.data
-    if isinstance(data, dict) and "errors" in data:
-        message = "Invalid request: " + "; ".join(_messages(data["errors"]))
-    elif isinstance(data, dict) and "detail" in data:
-        message = str(data["detail"])
-    else:
-        message = "; ".join(_messages(data))
+    message = one_message(response.data, documents.field_name)
     response.data = {"msg": message, "status_code": response.status_code}
     return response
 
