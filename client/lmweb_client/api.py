@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 FINISHED = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -92,6 +94,19 @@ class Client:
         self.timeout = timeout
         self.session = session or requests.Session()
         self.session.headers["Authorization"] = f"Token {settings.token}"
+        # A server may close an idle kept-alive connection just as a poll reuses it (gunicorn
+        # after 2 s): reads are tried again on a fresh one. Writes are not (not idempotent).
+        retry = Retry(
+            total=4,
+            connect=4,
+            read=2,
+            status=0,
+            backoff_factor=0.3,
+            allowed_methods=frozenset({"GET", "HEAD"}),
+            raise_on_status=False,
+        )
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, HTTPAdapter(max_retries=retry))
 
     def _call(self, method: str, url: str, **kwargs) -> requests.Response:
         if not url.startswith(("http://", "https://")):
