@@ -75,6 +75,15 @@ def visible_jobs(user: AbstractBaseUser) -> QuerySet[Job]:
     return queryset if user.is_staff else queryset.filter(owner=user)
 
 
+def visible_job(user: AbstractBaseUser, job_id: str) -> Job | None:
+    """One job the user may see, by an id as a URL gives it (None if malformed or not theirs)."""
+    try:
+        key = uuid.UUID(job_id)
+    except ValueError:
+        return None
+    return visible_jobs(user).filter(pk=key).first()
+
+
 def _sha256_copy(source: UploadedFile, target: Path, limit: int) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
     with target.open("wb") as handle:

@@ -6,8 +6,6 @@ token, as /api/v1/ does. Errors are OGC exceptions (problem details)."""
 
 from __future__ import annotations
 
-import uuid
-
 from drf_spectacular.utils import extend_schema
 from rest_framework import parsers
 from rest_framework.exceptions import NotFound
@@ -83,11 +81,7 @@ class OgcView(APIView):
             raise NoSuchProcess(f"no process {process_id!r}") from None
 
     def get_job(self, job_id: str) -> Job:
-        try:
-            key = uuid.UUID(job_id)
-        except ValueError:
-            raise NoSuchJob(f"no job {job_id!r}") from None
-        job = services.visible_jobs(self.request.user).filter(pk=key).first()
+        job = services.visible_job(self.request.user, job_id)
         if job is None:
             raise NoSuchJob(f"no job {job_id!r}")
         return job

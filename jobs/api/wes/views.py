@@ -55,11 +55,7 @@ class WesView(APIView):
 
     def get_job(self, run_id: str) -> Job:
         """The caller's job (staff: anyone's), else 404, as /api/v1/jobs/<id>/ answers."""
-        try:
-            key = uuid.UUID(run_id)
-        except ValueError:
-            raise Http404("no such run") from None
-        job = services.visible_jobs(self.request.user).filter(pk=key).first()
+        job = services.visible_job(self.request.user, run_id)
         if job is None:
             raise Http404("no such run")
         return job
