@@ -6,6 +6,7 @@ example run is checked the same way in tests/integration/test_workflows.py."""
 
 import datetime as dt
 import json
+import subprocess
 import zipfile
 
 import pytest
@@ -48,7 +49,7 @@ def packaged(api, data_dir, tmp_path):
     return job, pam, unzipped
 
 
-def test_the_package_is_a_workflow_run_crate_of_the_job(packaged):
+def test_the_package_is_a_workflow_run_crate_of_the_job(api, packaged):
     _, pam, unzipped = packaged
     assert sorted(p.relative_to(unzipped).as_posix() for p in unzipped.rglob("*.json")) == [
         "manifest.json",
@@ -67,13 +68,38 @@ def test_the_package_is_a_workflow_run_crate_of_the_job(packaged):
     crate = json.loads((unzipped / "ro-crate-metadata.json").read_text())
     entities = {entity["@id"]: entity for entity in crate["@graph"]}
     assert entities[f"urn:uuid:{pam['id']}"]["name"] == "Heuchera PAM"  # the user's name for it
-    assert entities["#lmpy"]["version"] == manifest["versions"]["specify-lmpy"]
-    assert entities["#cctools"]["version"] == manifest["versions"]["cctools"]
+    lmpy = manifest["versions"]["specify-lmpy"]
+    assert entities[f"https://pypi.org/project/specify-lmpy/{lmpy}/"]["version"] == lmpy
+    cctools = entities["https://cctools.readthedocs.io/"]
+    assert cctools["description"] == manifest["versions"]["cctools"]
+    assert cctools["version"] in manifest["versions"]["cctools"]
     assert entities["#lmweb"]["version"] == manifest["versions"]["lmweb"]
     run = entities["#run"]
     assert run["instrument"] == {"@id": "workflow/main.mf.json"}
     assert run["actionStatus"] == rocrate.COMPLETED  # packaged: every rule succeeded
     assert {"@id": "#pv-tasks"} in run["object"]
+    assert entities["./"]["author"] == {"@id": "#owner"}
+    assert entities["#owner"]["name"] == api.user.get_username()
+    assert entities[entities["./"]["publisher"]["@id"]]["@type"] == "Organization"
+
+
+def test_the_package_says_what_it_holds_to_a_person_and_to_sha256sum(packaged):
+    job, pam, unzipped = packaged
+    readme = (unzipped / "README.md").read_text()
+    assert readme.startswith(f"# lmweb job {job.id}: selftest (crate)\n")
+    assert f"| pam | Heuchera PAM | {pam['id']} | {pam['sha256']} |" in readme
+    assert "| tasks | `1` |" in readme
+    sums = (unzipped / "SHA256SUMS").read_text().splitlines()
+    manifest = json.loads((unzipped / "manifest.json").read_text())
+    assert sums == [f"{o['sha256']}  outputs/{o['path']}" for o in manifest["outputs"]] != []
+    for output in manifest["outputs"]:
+        assert f"| outputs/{output['path']} | " in readme
+    checked = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=unzipped, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (unzipped / "outputs" / "selftest.txt").write_text("tampered\n")
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=unzipped).returncode
 
 
 def test_each_rule_is_an_action_with_its_command_host_times_and_exit_code():

@@ -80,6 +80,11 @@ class JobFolder:
         return self.root / "ro-crate-metadata.json"
 
     @property
+    def readme(self) -> Path:
+        """The package's README.md, written with the crate."""
+        return self.root / "README.md"
+
+    @property
     def package(self) -> Path:
         return self.root / "package.zip"
 

@@ -5,6 +5,7 @@ import json
 import zipfile
 from pathlib import Path
 
+from django.conf import settings
 from django.utils import timezone
 
 from .. import formats, rules, versions
@@ -94,14 +95,17 @@ def write_manifest(
 
 
 def build_package(folder: JobFolder, manifest: dict, stages: list[str] | None = None) -> Path:
-    """The zip: manifest.json, ro-crate-metadata.json (when written), the Makeflow file of each
-    stage under workflow/, and the outputs under outputs/."""
+    """The zip: manifest.json, SHA256SUMS, ro-crate-metadata.json and README.md (when written),
+    the Makeflow file of each stage under workflow/, and the outputs under outputs/."""
     target = folder.package
     temporary = target.with_name("package.zip.tmp")
     with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.write(folder.manifest, "manifest.json")
+        archive.writestr(rocrate.SUMS, rocrate.sha256sums(manifest["outputs"]))
         if folder.crate.is_file():
             archive.write(folder.crate, rocrate.METADATA)
+        if folder.readme.is_file():
+            archive.write(folder.readme, rocrate.README)
         for stage in stages or []:
             archive.writestr(rocrate.workflow_path(stage), _workflow_text(folder, stage))
         for entry in manifest["outputs"]:
@@ -153,6 +157,7 @@ def write_crate(
 ) -> dict:
     # A job is packaged once every rule has succeeded, just before it becomes COMPLETE.
     record = dict(manifest["job"], state="COMPLETE", tags=job.tags)
+    inputs = _inputs(job)
     crate = rocrate.metadata(
         job=record,
         request=job.request,
@@ -160,10 +165,23 @@ def write_crate(
         stages=stages,
         tasks=tasks,
         outputs=manifest["outputs"],
-        inputs=_inputs(job),
+        inputs=inputs,
         files=["manifest.json"],
+        publisher={
+            "name": settings.LMWEB_WES_ORGANIZATION,
+            "url": settings.LMWEB_WES_ORGANIZATION_URL,
+        },
     )
     folder.crate.write_text(json.dumps(crate, indent=2) + "\n")
+    folder.readme.write_text(
+        rocrate.readme(
+            job=record,
+            request=job.request,
+            versions=manifest["versions"],
+            outputs=manifest["outputs"],
+            inputs=inputs,
+        )
+    )
     return crate
 
 

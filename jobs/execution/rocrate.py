@@ -9,10 +9,14 @@ Run Crate 0.5), from what packaging already holds. Pure: dictionaries in, a JSON
 - Each makeflow rule is a `CreateAction` too: its command, the Work Queue worker that ran it (its
   agent), its times, its exit code and state.
 - lmweb, lmpy and CCTools appear with their versions.
+- The owner is the crate's author, the organization running the service its publisher.
+- README.md, for a person opening the package: what ran, on what, what came out, how to check it.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 
 RO_CRATE = "https://w3id.org/ro/crate/1.1"
@@ -23,6 +27,9 @@ PROFILES = [
     ("https://w3id.org/workflowhub/workflow-ro-crate/1.0", "Workflow RO-Crate", "1.0"),
 ]
 FORMAL_PARAMETER = "https://bioschemas.org/profiles/FormalParameter/1.0-RELEASE"
+COMPUTATIONAL_WORKFLOW = "https://bioschemas.org/profiles/ComputationalWorkflow/1.0-RELEASE"
+LMPY_URL = "https://pypi.org/project/specify-lmpy/"
+CCTOOLS_URL = "https://cctools.readthedocs.io/"
 MAKEFLOW_URL = "https://cctools.readthedocs.io/en/latest/makeflow/"
 # Terms RO-Crate 1.1's context lacks: a Workflow Run term (https://w3id.org/ro/terms/workflow-run)
 # and schema.org's sha256 (in RO-Crate's context from 1.2 on).
@@ -45,6 +52,8 @@ COMPLETED = "http://schema.org/CompletedActionStatus"
 FAILED = "http://schema.org/FailedActionStatus"
 ACTIVE = "http://schema.org/ActiveActionStatus"
 METADATA = "ro-crate-metadata.json"
+README = "README.md"
+SUMS = "SHA256SUMS"
 
 
 def workflow_path(stage: str) -> str:
@@ -95,13 +104,18 @@ def _kind(value) -> str:
 
 
 def _text(value) -> str:
-    import json
-
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def release(version: str) -> str:
+    """The release number in a tool's version line (makeflow's `makeflow version 8.0.0 ...`)."""
+    found = re.search(r"\bversion\s+(\S+)", version)
+    return found.group(1) if found else version
 
 
 def metadata(
     *,
+    publisher: dict | None = None,
     job: dict,
     request: dict,
     versions: dict,
@@ -115,7 +129,8 @@ def metadata(
     `inputs`: one dict per input dataset (slot, position, id, name, original_name, sha256, size,
     format);
     `outputs`: the output catalog (path, role, media_type, size, sha256); `files`: the other
-    files of the package (manifest.json)."""
+    files of the package (manifest.json); `publisher`: the organization running the service
+    (name, url)."""
     workflow_ids = [workflow_path(stage) for stage in stages]
     main = workflow_ids[0] if workflow_ids else None
     graph: list[dict] = []
@@ -199,8 +214,21 @@ def metadata(
     other_files = [
         {"@id": path, "@type": "File", "name": path, "encodingFormat": "application/json"}
         for path in files
+    ] + [
+        {
+            "@id": README,
+            "@type": "File",
+            "name": README,
+            "about": _ref("./"),
+            "encodingFormat": "text/markdown",
+        },
+        {"@id": SUMS, "@type": "File", "name": SUMS, "encodingFormat": "text/plain"},
     ]
 
+    # The tools by their home pages (absolute ids, as the Process Run Crate profile asks); lmpy's
+    # page of the release that ran.
+    lmpy_version = versions.get("specify-lmpy")
+    lmpy_id = f"{LMPY_URL}{lmpy_version}/" if lmpy_version else LMPY_URL
     software = [
         {
             "@id": "#lmweb",
@@ -209,18 +237,19 @@ def metadata(
             "version": versions.get("lmweb", "unknown"),
         },
         {
-            "@id": "#lmpy",
+            "@id": lmpy_id,
             "@type": "SoftwareApplication",
             "name": "lmpy (specify-lmpy)",
-            "url": "https://pypi.org/project/specify-lmpy/",
+            "url": LMPY_URL,
             "version": versions.get("specify-lmpy", "unknown"),
         },
         {
-            "@id": "#cctools",
+            "@id": CCTOOLS_URL,
             "@type": "SoftwareApplication",
             "name": "CCTools (Makeflow, Work Queue)",
-            "url": "https://cctools.readthedocs.io/",
-            "version": versions.get("cctools", "unknown"),
+            "url": CCTOOLS_URL,
+            "version": release(versions.get("cctools", "unknown")),
+            "description": versions.get("cctools"),
         },
     ]
     language = {
@@ -230,18 +259,19 @@ def metadata(
         "alternateName": "Makeflow JSON",
         "identifier": _ref(MAKEFLOW_URL),
         "url": _ref(MAKEFLOW_URL),
-        "version": versions.get("cctools", "unknown"),
+        "version": release(versions.get("cctools", "unknown")),
     }
     workflows = [
         _given(
             {
                 "@id": path,
                 "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"],
+                "conformsTo": _ref(COMPUTATIONAL_WORKFLOW),
                 "name": f"{job['workflow']}, stage {stage}",
                 "encodingFormat": "application/json",
                 "version": versions.get("lmweb", "unknown"),
                 "programmingLanguage": _ref("#makeflow"),
-                "softwareRequirements": [_ref("#lmpy"), _ref("#cctools")],
+                "softwareRequirements": [_ref(lmpy_id), _ref(CCTOOLS_URL)],
                 "input": [_ref(p["@id"]) for p in formal_inputs] if path == main else None,
                 "output": [_ref(p["@id"]) for p in formal_outputs] if path == main else None,
                 "hasPart": [_ref(w) for w in workflow_ids if w != main] if path == main else None,
@@ -250,6 +280,18 @@ def metadata(
         for stage, path in zip(stages, workflow_ids, strict=True)
     ]
     owner = {"@id": "#owner", "@type": "Person", "name": job.get("owner") or "unknown"}
+    organization = (
+        _given(
+            {
+                "@id": publisher.get("url") or "#publisher",
+                "@type": "Organization",
+                "name": publisher.get("name"),
+                "url": publisher.get("url"),
+            }
+        )
+        if publisher
+        else None
+    )
     run = _given(
         {
             "@id": "#run",
@@ -311,6 +353,8 @@ def metadata(
                 "made them and the record of its run."
             ),
             "datePublished": _iso(job.get("finished_at")),
+            "author": _ref("#owner"),
+            "publisher": _ref(organization["@id"]) if organization else None,
             "license": _ref(license_entity["@id"]),
             "conformsTo": [_ref(uri) for uri, _, _ in PROFILES],
             "mainEntity": _ref(main) if main else None,
@@ -339,6 +383,7 @@ def metadata(
         language,
         *software,
         owner,
+        *([organization] if organization else []),
         run,
         *rules,
         *workers,
@@ -352,3 +397,68 @@ def metadata(
         license_entity,
     ]
     return {"@context": [CONTEXT, TERMS], "@graph": graph}
+
+
+def _cell(value) -> str:
+    """A Markdown table cell: one line, no column break."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def readme(*, job: dict, request: dict, versions: dict, outputs: list[dict], inputs: list) -> str:
+    """README.md of the package: the same record as the crate, for a person."""
+    title = f"lmweb job {job['id']}: {job['workflow']}" + (
+        f" ({job['name']})" if job.get("name") else ""
+    )
+    lines = [
+        f"# {_cell(title)}",
+        "",
+        f"Run by {_cell(job.get('owner') or 'unknown')} with lmweb "
+        f"{versions.get('lmweb', 'unknown')}, lmpy {versions.get('specify-lmpy', 'unknown')} "
+        f"and CCTools {release(versions.get('cctools', 'unknown'))}; "
+        f"started {_iso(job.get('started_at')) or '-'}, "
+        f"finished {_iso(job.get('finished_at')) or '-'}.",
+        "",
+        "## Inputs",
+        "",
+        "| slot | dataset | id | sha256 |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {_cell(item['slot'])} | {_cell(item['name'])} | {item['id']} | {item['sha256']} |"
+            for item in inputs
+        ),
+        "",
+        "## Parameters",
+        "",
+        "| name | value |",
+        "| --- | --- |",
+        *(
+            f"| {_cell(name)} | `{_cell(_text(value))}` |"
+            for name, value in sorted((request.get("params") or {}).items())
+        ),
+        "",
+        "## Outputs",
+        "",
+        "| file | role | bytes | sha256 |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| outputs/{_cell(entry['path'])} | {_cell(entry['role'] or 'result')} "
+            f"| {entry['size']} | {entry['sha256']} |"
+            for entry in outputs
+        ),
+        "",
+        "## What else is here",
+        "",
+        "- `manifest.json`: the request, the tool versions, every rule of the run and every output"
+        " with its sha256.",
+        f"- `{METADATA}`: the same as a Workflow Run RO-Crate"
+        " (https://w3id.org/ro/wfrun/workflow/0.5).",
+        "- `workflow/`: the Makeflow file of each stage, as it ran.",
+        f"- `{SUMS}`: the sha256 of every output; `sha256sum -c {SUMS}` checks them.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def sha256sums(outputs: list[dict]) -> str:
+    """SHA256SUMS of the package, as `sha256sum -c` reads it."""
+    return "".join(f"{entry['sha256']}  outputs/{entry['path']}\n" for entry in outputs)

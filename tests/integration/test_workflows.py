@@ -189,10 +189,13 @@ def test_every_example_request_completes_as_given(live, report, tmp_path, source
             names = set(archive.namelist())
         packaged = {n for n in names if n.startswith("outputs/")}
         assert packaged == {f"outputs/{o['path']}" for o in manifest["outputs"]}
-        # Beside them: the manifest, the RO-Crate and the Makeflow file of each stage.
+        # Beside them: the manifest, SHA256SUMS, the RO-Crate, its README.md and the Makeflow
+        # file of each stage.
         stages = json.loads((job_dir / "stages.json").read_text())["started"]
         assert names - packaged == {
             "manifest.json",
+            "SHA256SUMS",
+            "README.md",
             "ro-crate-metadata.json",
             *(f"workflow/{stage}.mf.json" for stage in stages),
         }

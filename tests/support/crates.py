@@ -56,9 +56,43 @@ assert session.get(sys.argv[2]).status_code == 200
 """
 
 
+def _entity(issue: dict) -> str:
+    return str(issue.get("violatingEntity"))
+
+
+def _named_by(issue: dict) -> str:
+    return str(issue.get("violatingPropertyValue"))
+
+
+# What the package's crate knowingly leaves out of the profiles' RECOMMENDED checks, each by check
+# and entity (anything else failing fails the test):
+# - the Makeflow files are in the package, so their ids are relative (Workflow RO-Crate wants the
+#   main workflow as a data entity of the crate) and they have no URL of their own; lmweb itself
+#   has no public address to name it by;
+# - the inputs stay in the service, named by their dataset ids (urn:uuid:...), which the validator
+#   cannot fetch;
+# - the service knows the owner's user name only, not their affiliation.
+KNOWN_MISSES = {
+    "process-run-crate-0.5_3.2": lambda i: (
+        _entity(i).startswith("./workflow/") or _entity(i) == "./#lmweb"
+    ),
+    "process-run-crate-0.5_5.1": lambda i: (
+        _named_by(i).startswith("file://")
+        and ("/workflow/" in _named_by(i) or _named_by(i).endswith("/#lmweb"))
+    ),
+    "ro-crate-1.1_28.1": lambda i: "urn:uuid:" in (i.get("message") or ""),
+    "ro-crate-1.1_30.2": lambda i: _entity(i) == "./#owner",
+    "ro-crate-1.1_30.3": lambda i: _entity(i) == "./#owner",
+}
+
+
+def _known(issue: dict) -> bool:
+    return KNOWN_MISSES.get(issue["check"]["identifier"], lambda _: False)(issue)
+
+
 def validate(folder: Path) -> None:
-    """rocrate-validator on an unzipped package: no REQUIRED check of the Workflow Run Crate
-    profile (and the profiles it builds on) fails."""
+    """rocrate-validator on an unzipped package: no check of the Workflow Run Crate profile (and
+    the profiles it builds on) fails, REQUIRED or RECOMMENDED, but the KNOWN_MISSES."""
     assert (TOOLS / "rocrate-validator").exists(), "no RO-Crate tools: run make setup-test"
     with tempfile.TemporaryDirectory() as scratch:
         cache = str(Path(scratch) / "http-cache")
@@ -67,13 +101,21 @@ def validate(folder: Path) -> None:
         )
         done = subprocess.run(
             [str(TOOLS / "rocrate-validator"), "validate", "--profile-identifier",
-             "workflow-run-crate", "--requirement-severity", "REQUIRED", "--offline",
+             "workflow-run-crate", "--requirement-severity", "RECOMMENDED", "--offline",
              "--cache-path", cache, "--no-paging", "--output-format", "json", str(folder)],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
-    assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
-    result = json.loads(done.stdout)
-    assert result["passed"] is True, json.dumps(result.get("issues"), indent=1)[:4000]
+    # The report is the first JSON document on stdout (a summary may follow it).
+    result, _ = json.JSONDecoder().raw_decode(done.stdout.lstrip())
+    unknown = [issue for issue in result["issues"] if not _known(issue)]
+    assert not unknown, json.dumps(
+        [
+            {k: issue.get(k) for k in ("severity", "message", "violatingEntity")}
+            for issue in unknown
+        ],
+        indent=1,
+    )[:4000]
+    assert done.returncode in (0, 1), (done.stdout[-4000:], done.stderr[-4000:])
 
 
 def read_with_ro_crate_py(folder: Path) -> dict:
