@@ -129,7 +129,8 @@ def test_each_rule_is_an_action_with_its_command_host_times_and_exit_code():
     entities = {entity["@id"]: entity for entity in crate["@graph"]}
     chunk, failed = entities["#rule-main-rand-001"], entities["#rule-main-p-values"]
     assert chunk["@type"] == "CreateAction" and chunk["description"] == "python3 chunk.py 1 2"
-    assert chunk["agent"] == {"@id": "#worker-10.0.0.2:9123"}
+    assert chunk["agent"] == {"@id": "#owner"}  # on whose behalf it ran
+    assert chunk["location"] == {"@id": "#worker-10.0.0.2:9123"}
     assert entities["#worker-10.0.0.2:9123"]["name"] == "Work Queue worker 10.0.0.2:9123"
     assert chunk["startTime"] == "2026-01-02T03:04:05+00:00"
     assert chunk["endTime"] == "2026-01-02T03:04:14+00:00"

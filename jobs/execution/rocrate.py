@@ -7,7 +7,7 @@ Run Crate 0.5), from what packaging already holds. Pure: dictionaries in, a JSON
   name and sha256, and every parameter) its object, every output file (with its sha256) its
   result, the owner its agent.
 - Each makeflow rule is a `CreateAction` too: its command, the Work Queue worker that ran it (its
-  agent), its times, its exit code and state.
+  location), its times, its exit code and state.
 - lmweb, lmpy and CCTools appear with their versions.
 - The owner is the crate's author, the organization running the service its publisher.
 - README.md, for a person opening the package: what ran, on what, what came out, how to check it.
@@ -98,9 +98,7 @@ def _kind(value) -> str:
         return "Integer"
     if isinstance(value, float):
         return "Float"
-    if isinstance(value, str):
-        return "Text"
-    return "StructuredValue"
+    return "Text"  # text, or a list or object as its JSON text (`_text`)
 
 
 def _text(value) -> str:
@@ -311,11 +309,14 @@ def metadata(
     )
 
     hosts = sorted({task["host"] for task in tasks if task.get("host")})
+    # Where each rule ran: the Work Queue worker (host:port), as the action's location; its
+    # agent is the owner, on whose behalf it ran.
     workers = [
         {
             "@id": f"#worker-{host}",
-            "@type": "SoftwareApplication",
+            "@type": "Place",
             "name": f"Work Queue worker {host}",
+            "identifier": host,
         }
         for host in hosts
     ]
@@ -327,7 +328,8 @@ def metadata(
                 "name": f"{task['stage']}:{task['rule']}",
                 "description": task.get("command"),
                 "instrument": _ref(workflow_path(task["stage"])),
-                "agent": _ref(f"#worker-{task['host']}") if task.get("host") else None,
+                "agent": _ref("#owner"),
+                "location": _ref(f"#worker-{task['host']}") if task.get("host") else None,
                 "startTime": _iso(task.get("started_at")),
                 "endTime": _iso(task.get("finished_at")),
                 "exitCode": task.get("exit_code"),
