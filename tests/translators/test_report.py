@@ -13,8 +13,7 @@ from PIL import Image
 from test_translators_pam_stats import plan
 
 import translators
-from tests import synthetic
-from tests.support.stages import demo_inputs, run_measured, run_stage
+from tests.support.stages import demo_inputs, run_stage
 from translators.report import FIGURES, REPORT, Figure, figure_path, report_files, report_rule
 
 SCRIPTS = Path(translators.__file__).parent / "report" / "scripts"
@@ -193,26 +192,3 @@ def test_a_figure_that_cannot_be_drawn_says_so_and_the_report_is_still_written(t
     html = (tmp_path / REPORT).read_text()
     assert "Not drawn: FileNotFoundError" in html
     assert (tmp_path / figures[0].path).read_bytes().startswith(b"\x89PNG")
-
-
-def test_heuchera_figures_draw_within_ten_seconds_on_one_core(tmp_path):
-    """The 2,114 x 55 Heuchera PAM with its tree: every pam-stats figure (randomizations made
-    small: the figures' cost does not grow with them, only the null histograms' bins)."""
-    import shutil
-
-    sample_data = synthetic.sample_data()
-    (tmp_path / "inputs").mkdir()
-    shutil.copy(
-        sample_data / "heuchera/heuchera_rfolk_1deg_global_noempties.lmm",
-        tmp_path / "inputs/pam.lmm",
-    )
-    shutil.copy(sample_data / "heuchera/heuchera.nex", tmp_path / "inputs/tree.nex")
-    stage = plan({"pam": "inputs/pam.lmm", "tree": "inputs/tree.nex"}, randomizations=20, seed=1)
-    report = [r for r in stage.makeflow["rules"] if REPORT in r["outputs"]]
-    others = {**stage.makeflow, "rules": [r for r in stage.makeflow["rules"] if r not in report]}
-    run_stage(type(stage)(stage.name, others, stage.files), tmp_path)
-    (rule,) = report
-    seconds, cpu, peak = run_measured(rule, tmp_path)
-    print(f"Heuchera report: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak:.0f} MB")
-    assert cpu < 10, "one core: the report's CPU time is its time on an idle core"
-    assert "Not drawn" not in (tmp_path / REPORT).read_text()

@@ -13,7 +13,7 @@ from PIL import Image
 from test_report import load, pixel_of
 
 from tests import synthetic
-from tests.support.stages import run_measured, run_stage
+from tests.support.stages import run_stage
 from translators.occurrence_cleaning.workflow import REPORT_POINTS, WORKFLOW
 from translators.report import REPORT, figure_path
 
@@ -202,34 +202,6 @@ def test_the_map_draws_a_cross_where_each_dropped_record_is(job, monkeypatch):
     for x, y in kept:  # drawn over the crosses of its dropped repeats
         assert nearest(x, y, kept_colour) <= 12, (x, y)
     draw._drawing().plt.close(figure)
-
-
-def test_the_examples_report_draws_within_ten_seconds_on_one_core(tmp_path):
-    """The example request on the sample data (heuchera.csv, the iDigBio Acer rubrum DwCA and
-    the name map): the report rule's own time."""
-    data = synthetic.sample_data()
-    (tmp_path / "inputs").mkdir()
-    staged = {
-        "occurrences": ["inputs/occurrences-0.csv", "inputs/occurrences-1.zip"],
-        "name_map": "inputs/name_map.txt",
-    }
-    sources = list(WORKFLOW.example_data.values())
-    for path, source in zip([*staged["occurrences"], staged["name_map"]], sources, strict=True):
-        (tmp_path / path).write_bytes((data / source).read_bytes())
-    params = WORKFLOW.example["params"]
-    split = WORKFLOW.next_stage(WORKFLOW.with_defaults(params), staged, [], {})
-    run_stage(split, tmp_path)
-    made = {"split": produced(split, tmp_path)}
-    clean = WORKFLOW.next_stage(WORKFLOW.with_defaults(params), staged, ["split"], made)
-    report = [r for r in clean.makeflow["rules"] if REPORT in r["outputs"]]
-    others = {**clean.makeflow, "rules": [r for r in clean.makeflow["rules"] if r not in report]}
-    run_stage(type(clean)(clean.name, others, clean.files), tmp_path)
-    (rule,) = report
-    seconds, cpu, peak = run_measured(rule, tmp_path)
-    print(f"occurrence report: {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {peak:.0f} MB")
-    html = (tmp_path / REPORT).read_text()
-    assert "Not drawn" not in html
-    assert cpu < 10
 
 
 def test_a_species_whose_replay_disagrees_with_lmpy_is_counted_but_not_placed(
