@@ -11,37 +11,19 @@ its place while it stays a fraction of that, and under 10 s of one core. Needs t
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import translators
 from tests import synthetic
-from tests.support.stages import MEASURED, tool_path_env
+from tests.support.stages import produced, run_measured
 from translators.mcpa.workflow import WORKFLOW as MCPA
 from translators.occurrence_cleaning.workflow import WORKFLOW as OCCURRENCES
 from translators.report import REPORT
 
 GOAL_CPU_SECONDS = 10.0
 PAM, TREE = "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"
-
-
-def measured(rule: dict, folder: Path) -> tuple[float, float]:
-    """One rule's command alone, in `folder`: (CPU seconds, peak resident MB)."""
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURED, "/bin/sh", "-c", rule["command"]],
-        cwd=folder,
-        env=tool_path_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        logs = sorted((folder / "logs").glob("*.stderr"))
-        raise RuntimeError(f"{rule['command'][:200]}: {[p.read_text()[-800:] for p in logs]}")
-    cpu, peak_kb = (float(v) for v in done.stdout.split())
-    return cpu, peak_kb / 1024
 
 
 def run(stage, folder: Path) -> tuple[float, tuple[float, float] | None]:
@@ -52,7 +34,7 @@ def run(stage, folder: Path) -> tuple[float, tuple[float, float] | None]:
         (folder / name).write_text(text)
     others, report = 0.0, None
     for rule in stage.makeflow["rules"]:
-        cpu, peak = measured(rule, folder)
+        _, cpu, peak = run_measured(rule, folder)
         if REPORT in rule["outputs"]:
             report = (cpu, peak)
         else:
@@ -123,20 +105,6 @@ def occurrence_cleaning(data: Path, folder: Path):
     clean = OCCURRENCES.next_stage(params, staged, ["split"], made)
     stages.append(run(clean, folder))
     return "occurrence-cleaning, the example (heuchera.csv, iDigBio DwCA, name map)", stages
-
-
-def produced(stage, folder: Path) -> list[str]:
-    """The stage's declared outputs that exist, folders expanded (as the controller lists them)."""
-    files = set()
-    for rule in stage.makeflow["rules"]:
-        for name in rule["outputs"]:
-            name = name if isinstance(name, str) else name["dag_name"]
-            path = folder / name
-            if path.is_dir():
-                files |= {p.relative_to(folder).as_posix() for p in path.rglob("*") if p.is_file()}
-            elif path.is_file():
-                files.add(name)
-    return sorted(files)
 
 
 CASES = {"pam-stats": pam_stats, "mcpa": mcpa, "occurrence-cleaning": occurrence_cleaning}

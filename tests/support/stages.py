@@ -59,6 +59,21 @@ def run_measured(rule, folder: Path) -> tuple[float, float, float]:
         check=False,
     )
     seconds = time.monotonic() - start
-    assert done.returncode == 0, (folder / "logs/report.stderr").read_text()[-2000:]
+    logs = sorted((folder / "logs").glob("*.stderr"))
+    assert done.returncode == 0, [p.read_text()[-1500:] for p in logs]
     cpu, peak = (float(v) for v in done.stdout.split())
     return seconds, cpu, peak / 1024
+
+
+def produced(stage, folder: Path) -> list[str]:
+    """The stage's declared outputs that exist, folders expanded (as the controller lists them)."""
+    files = set()
+    for rule in stage.makeflow["rules"]:
+        for name in rule["outputs"]:
+            name = name if isinstance(name, str) else name["dag_name"]
+            path = folder / name
+            if path.is_dir():
+                files |= {p.relative_to(folder).as_posix() for p in path.rglob("*") if p.is_file()}
+            elif path.is_file():
+                files.add(name)
+    return sorted(files)

@@ -13,7 +13,7 @@ from PIL import Image
 from test_report import load, pixel_of
 
 from tests import synthetic
-from tests.support.stages import run_stage
+from tests.support.stages import produced, run_stage
 from translators.occurrence_cleaning.workflow import REPORT_POINTS, WORKFLOW
 from translators.report import REPORT, figure_path
 
@@ -27,20 +27,6 @@ PARAMS = {
         {"type": "minimum_points", "minimum_count": 4},
     ]
 }
-
-
-def produced(stage, folder: Path) -> list[str]:
-    """The stage's declared outputs that exist, folders expanded (as the controller lists them)."""
-    files = set()
-    for rule in stage.makeflow["rules"]:
-        for name in rule["outputs"]:
-            name = name if isinstance(name, str) else name["dag_name"]
-            path = folder / name
-            if path.is_dir():
-                files |= {p.relative_to(folder).as_posix() for p in path.rglob("*") if p.is_file()}
-            elif path.is_file():
-                files.add(name)
-    return sorted(files)
 
 
 def run_job(folder: Path, staged: dict, params: dict):
