@@ -106,7 +106,7 @@ def test_the_chunks_and_p_values_equal_lmpys_tools_on_the_same_seeded_pams(tmp_p
         patch.setattr(pam_stats, "RANDOMIZATIONS_PER_RULE", 3)
         stage = plan(staged, randomizations=5, seed=11, p_value_method="raw", alpha=0.3)
     assert [r for r in rules_by_id(stage) if r.startswith("rand-")] == ["rand-001", "rand-002"]
-    run_stage(stage, ours)
+    run_stage(stage, ours, report=False)
 
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -169,7 +169,7 @@ def test_the_same_seed_gives_the_same_p_values_however_the_work_is_chunked(tmp_p
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(pam_stats, "RANDOMIZATIONS_PER_RULE", per_rule)
             stage = plan({"pam": "inputs/pam.lmm"}, randomizations=6, seed=seed)
-        run_stage(stage, folder)
+        run_stage(stage, folder, report=False)
         runs[name] = p_values_of(folder)
     for same, other in zip(runs["one"], runs["three"], strict=True):
         assert np.array_equal(same, other, equal_nan=True)
