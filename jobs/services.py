@@ -1,5 +1,6 @@
 """The writers: every change to datasets and jobs goes through these functions."""
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -104,9 +105,9 @@ def dataset_create(*, owner: AbstractBaseUser, upload: UploadedFile, name: str =
     original = Path(upload.name or "upload").name[:255]
     dataset_id = uuid.uuid4()
     root = settings.DATA_DIR / "datasets"
-    root.mkdir(parents=True, exist_ok=True)
+    made_root = not root.is_dir()
     # Written beside its final place, then renamed: a crash leaves no half dataset behind.
-    staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+    staging = _staging_folder(root)
     final_dir = root / str(dataset_id)
     try:
         raw = staging / "upload"
@@ -133,8 +134,22 @@ def dataset_create(*, owner: AbstractBaseUser, upload: UploadedFile, name: str =
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(final_dir, ignore_errors=True)
+        if made_root:  # the first upload, refused: the data directory is left as it was
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only while empty
         raise
     return dataset
+
+
+def _staging_folder(root: Path) -> Path:
+    """A new folder in `root`, made if need be (again, if a refused first upload has just
+    removed it)."""
+    for _ in range(2):
+        root.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            return Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
 
 
 def dataset_delete(*, dataset: Dataset) -> None:

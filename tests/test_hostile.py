@@ -1088,11 +1088,6 @@ def test_an_archive_that_climbs_out_links_or_explodes_is_refused_at_upload(
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason="services.dataset_create makes DATA_DIR/datasets/ before it checks the archive: a "
-    "refused upload into an empty data directory leaves that (empty) folder behind",
-)
 def test_a_refused_archive_leaves_an_empty_data_directory_empty(api, guard):
     guard.arm()
     guard.refused(upload(api, "a.zip", zip_bytes({"../x": b"!"})), 400, "file")
