@@ -6,6 +6,7 @@ example run is checked the same way in tests/integration/test_workflows.py."""
 
 import datetime as dt
 import json
+import re
 import subprocess
 import zipfile
 
@@ -88,7 +89,7 @@ def test_the_package_says_what_it_holds_to_a_person_and_to_sha256sum(packaged):
     readme = (unzipped / "README.md").read_text()
     assert readme.startswith(f"# lmweb job {job.id}: selftest (crate)\n")
     assert f"| pam | Heuchera PAM | {pam['id']} | {pam['sha256']} |" in readme
-    assert "| tasks | `1` |" in readme
+    assert "| tasks | 1 |" in readme
     sums = (unzipped / "SHA256SUMS").read_text().splitlines()
     manifest = json.loads((unzipped / "manifest.json").read_text())
     assert sums == [f"{o['sha256']}  outputs/{o['path']}" for o in manifest["outputs"]] != []
@@ -137,3 +138,22 @@ def test_each_rule_is_an_action_with_its_command_host_times_and_exit_code():
     assert chunk["exitCode"] == 0 and chunk["actionStatus"] == rocrate.COMPLETED
     assert failed["exitCode"] == 3 and failed["actionStatus"] == rocrate.FAILED
     assert {"@id": "#rule-main-p-values"} in entities["./"]["mentions"]
+
+
+def test_the_readme_keeps_user_text_as_text():
+    hostile = "<img src=x onerror=alert(1)> | [x](javascript:alert(1)) `code`\nnext"
+    text = rocrate.readme(
+        job={"id": "j", "workflow": "pam-stats", "name": hostile, "owner": "rosa"},
+        request={"params": {"label": hostile}},
+        versions={},
+        outputs=[],
+        inputs=[{"slot": "pam", "name": hostile, "id": "d", "sha256": "0" * 64}],
+    )
+    # Every character markup would read is escaped.
+    assert not re.search(r"(?<!\\)[<>\[\]`|]", text.split("## Inputs")[0].split(":", 1)[1])
+    assert (
+        "\\<img src=x onerror=alert(1)\\> \\| \\[x\\](javascript:alert(1)) \\`code\\` next" in text
+    )
+    # One line per table row, with the header's 4 cells.
+    (row,) = [line for line in text.splitlines() if line.startswith("| pam |")]
+    assert row.replace("\\|", "").count("|") == 5

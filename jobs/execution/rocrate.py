@@ -402,8 +402,13 @@ def metadata(
 
 
 def _cell(value) -> str:
-    """A Markdown table cell: one line, no column break."""
-    return " ".join(str(value).split()).replace("|", "\\|")
+    """User text as Markdown text: one line, every character Markdown or HTML would read as
+    markup escaped (a dataset named `<img src=x>` or `[x](javascript:...)` stays text)."""
+    text = " ".join(str(value).split())
+    return "".join(f"\\{c}" if c in MARKUP else c for c in text)
+
+
+MARKUP = set("\\`*_[]<>|&")
 
 
 def readme(*, job: dict, request: dict, versions: dict, outputs: list[dict], inputs: list) -> str:
@@ -434,7 +439,7 @@ def readme(*, job: dict, request: dict, versions: dict, outputs: list[dict], inp
         "| name | value |",
         "| --- | --- |",
         *(
-            f"| {_cell(name)} | `{_cell(_text(value))}` |"
+            f"| {_cell(name)} | {_cell(_text(value))} |"
             for name, value in sorted((request.get("params") or {}).items())
         ),
         "",
