@@ -6,7 +6,7 @@ other rules, all run by hand one after another on one core (no makeflow, no Work
 Prints, per workflow example, the report rule's CPU seconds and peak resident memory, and the CPU
 seconds of the job's other rules (the computing asked for) as the baseline: the report is worth
 its place while it stays a fraction of that, and under 10 s of one core. Needs the sample data
-(LMWEB_SAMPLE_DATA): each case says so and is left out without it. Not a test.
+(LMWEB_SAMPLE_DATA): without it the script says so and stops. Not a test.
 """
 
 import argparse
@@ -17,21 +17,23 @@ from pathlib import Path
 
 import translators
 from tests import synthetic
-from tests.support.stages import produced, run_measured
+from tests.support.stages import produced, run_measured, write_files
 from translators.mcpa.workflow import WORKFLOW as MCPA
 from translators.occurrence_cleaning.workflow import WORKFLOW as OCCURRENCES
 from translators.report import REPORT
 
 GOAL_CPU_SECONDS = 10.0
-PAM, TREE = "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"
+
+
+def dataset_id(number: int) -> str:
+    """A dataset id for a request planned by hand (the plan only names the staged files)."""
+    return f"00000000-0000-0000-0000-{number:012d}"
 
 
 def run(stage, folder: Path) -> tuple[float, tuple[float, float] | None]:
     """A stage's rules in order: the CPU seconds of all but the report, and the report's
     (CPU seconds, peak MB) when the stage has it."""
-    for name, text in stage.files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
+    write_files(stage, folder)
     others, report = 0.0, None
     for rule in stage.makeflow["rules"]:
         _, cpu, peak = run_measured(rule, folder)
@@ -49,7 +51,11 @@ def pam_stats(data: Path, folder: Path):
     )
     (folder / "inputs/tree.nex").write_bytes((data / "heuchera/heuchera.nex").read_bytes())
     params = {"randomizations": 20, "seed": 1}
-    asked = {"workflow": "pam-stats", "inputs": {"pam": PAM, "tree": TREE}, "params": params}
+    asked = {
+        "workflow": "pam-stats",
+        "inputs": {"pam": dataset_id(1), "tree": dataset_id(2)},
+        "params": params,
+    }
     stage = translators.get("pam-stats").plan(
         asked, {"pam": "inputs/pam.lmm", "tree": "inputs/tree.nex"}, []
     )
@@ -74,12 +80,10 @@ def mcpa(data: Path, folder: Path):
     (folder / staged["environment"][0]).write_bytes(sources["environment"].read_bytes())
     (folder / staged["hypotheses"]).write_bytes(synthetic.folder_zip(sources["hypotheses"]))
     inputs = {
-        key: (
-            [f"00000000-0000-0000-0000-{i + 10:012d}" for i in range(len(value))]
-            if isinstance(value, list)
-            else f"00000000-0000-0000-0000-{i:012d}"
-        )
-        for i, (key, value) in enumerate(staged.items())
+        "pam": dataset_id(1),
+        "tree": dataset_id(2),
+        "environment": [dataset_id(3)],
+        "hypotheses": dataset_id(4),
     }
     # Permutations made small: the heatmap's cost does not grow with them.
     params = {**MCPA.example["params"], "permutations": 2}

@@ -25,14 +25,19 @@ def demo_inputs(folder: Path, species: int = 12, side: int = 8, seed: int = 3) -
     demo.make_tree(folder / "inputs" / "tree.tre", names, seed=seed)
 
 
+def write_files(stage, folder: Path) -> None:
+    """The stage's own files (scripts, configuration) in `folder`."""
+    for name, text in stage.files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
 def run_stage(stage, folder: Path, *, report: bool = True) -> None:
     """Every rule's command, in order, in `folder` (which holds the staged inputs); without the
     report rule when `report` is false (for a test of what the other rules make)."""
     from translators.report import REPORT
 
-    for name, text in stage.files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
+    write_files(stage, folder)
     for rule in stage.makeflow["rules"]:
         if not report and REPORT in rule["outputs"]:
             continue
